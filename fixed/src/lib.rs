@@ -1,0 +1,238 @@
+//! The fixed-point semantics of suf, in one place (SPEC.md section 2).
+//!
+//! A real `x` is held as an integer `q` at scale `f` in the ring Z_(2^n), read as a signed
+//! n-bit two's-complement value:
+//!
+//! ```text
+//! Wrap_n(q) = ((q + 2^(n-1)) mod 2^n) - 2^(n-1)        x_hat = Wrap_n(q) / 2^f
+//! ```
+//!
+//! Everything here is exact: ring values are `i64`/`i128`, reals are `f64` and every scaling
+//! is by a power of two (exact in binary floating point). `f32` never holds a ring value.
+//! The compiler (which rewrites initializers and emits SUF nodes) and the runner (which
+//! executes those nodes inside tract) both call this crate, so the two cannot drift apart.
+
+mod ring;
+
+pub use ring::{ars, wrap_i128, wrap_i64};
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Largest ring supported: values live in `i64`.
+pub const MAX_N_BITS: u32 = 64;
+/// The fractional bits SIGMA and FuseFSS use everywhere.
+pub const DEFAULT_FRAC_BITS: u32 = 12;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FixedError {
+    #[error("n_bits = {n_bits} is out of range: need frac_bits < n_bits <= 64 (frac_bits = {frac_bits})")]
+    BitsOutOfRange { n_bits: u32, frac_bits: u32 },
+    #[error("cannot encode non-finite value {0} in fixed point")]
+    NonFinite(f64),
+    #[error("unknown rounding rule `{0}` (expected round, trunc or floor)")]
+    UnknownRounding(String),
+}
+
+/// How a real is turned into an integer at scale `f`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Rounding {
+    /// Nearest integer, ties to even (what `torch.round` does; FuseFSS's "SUF" column).
+    #[default]
+    Round,
+    /// Toward zero (a C cast: SIGMA's encoding, FuseFSS's "MPC" column).
+    Trunc,
+    /// Toward minus infinity (an arithmetic right shift).
+    Floor,
+}
+
+impl Rounding {
+    /// Applies the rule to a real; exact for every finite `f64`.
+    #[inline(always)]
+    pub fn apply(self, v: f64) -> f64 {
+        match self {
+            Rounding::Round => v.round_ties_even(),
+            Rounding::Trunc => v.trunc(),
+            Rounding::Floor => v.floor(),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rounding::Round => "round",
+            Rounding::Trunc => "trunc",
+            Rounding::Floor => "floor",
+        }
+    }
+}
+
+impl fmt::Display for Rounding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Rounding {
+    type Err = FixedError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "round" => Ok(Rounding::Round),
+            "trunc" => Ok(Rounding::Trunc),
+            "floor" => Ok(Rounding::Floor),
+            other => Err(FixedError::UnknownRounding(other.to_string())),
+        }
+    }
+}
+
+/// A validated fixed-point format: ring of `n_bits`, `frac_bits` fractional bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FixedPoint {
+    n_bits: u32,
+    frac_bits: u32,
+}
+
+impl FixedPoint {
+    /// Checks `frac_bits < n_bits <= 64`.
+    pub fn new(n_bits: u32, frac_bits: u32) -> Result<Self, FixedError> {
+        if n_bits > MAX_N_BITS || frac_bits >= n_bits {
+            return Err(FixedError::BitsOutOfRange { n_bits, frac_bits });
+        }
+        Ok(FixedPoint { n_bits, frac_bits })
+    }
+
+    pub fn n_bits(self) -> u32 {
+        self.n_bits
+    }
+
+    pub fn frac_bits(self) -> u32 {
+        self.frac_bits
+    }
+
+    /// 2^f as a real.
+    pub fn scale(self) -> f64 {
+        pow2(self.frac_bits as i32)
+    }
+
+    /// Smallest ring value, -2^(n-1).
+    pub fn ring_min(self) -> i64 {
+        ((-1i128) << (self.n_bits - 1)) as i64
+    }
+
+    /// Largest ring value, 2^(n-1) - 1.
+    pub fn ring_max(self) -> i64 {
+        ((1i128 << (self.n_bits - 1)) - 1) as i64
+    }
+
+    /// Reals in `[-bound, bound)` survive encoding without wrapping: bound = 2^(n-1-f).
+    pub fn real_bound(self) -> f64 {
+        pow2(self.n_bits as i32 - 1 - self.frac_bits as i32)
+    }
+
+    /// Reals at scale 2f (products before truncation) wrap from 2^(n-1-2f) on; may be < 1.
+    pub fn product_bound(self) -> f64 {
+        pow2(self.n_bits as i32 - 1 - 2 * self.frac_bits as i32)
+    }
+
+    /// Wrap_n of an integer.
+    #[inline(always)]
+    pub fn wrap(self, v: i128) -> i64 {
+        wrap_i128(v, self.n_bits)
+    }
+
+    /// R(x * 2^f), wrapped into the ring. Exact for every finite `x`, however large.
+    pub fn encode(self, x: f64, rounding: Rounding) -> Result<i64, FixedError> {
+        self.encode_at(x, rounding, self.frac_bits)
+    }
+
+    /// R(x * 2^scale_bits) wrapped into the ring (biases are encoded at scale 2f in SIGMA).
+    pub fn encode_at(self, x: f64, rounding: Rounding, scale_bits: u32) -> Result<i64, FixedError> {
+        if !x.is_finite() {
+            return Err(FixedError::NonFinite(x));
+        }
+        let v = rounding.apply(x * pow2(scale_bits as i32));
+        Ok(wrap_integral_f64(v, self.n_bits))
+    }
+
+    /// The real a ring value stands for: q / 2^f.
+    #[inline(always)]
+    pub fn decode(self, q: i64) -> f64 {
+        q as f64 * pow2(-(self.frac_bits as i32))
+    }
+
+    /// decode(encode(x)): the real a SUF node outputs for input `x` (emulation level `output`).
+    pub fn quantize(self, x: f64, rounding: Rounding) -> Result<f64, FixedError> {
+        Ok(self.decode(self.encode(x, rounding)?))
+    }
+
+    /// True when `x` is a value a SUF node can output: on the 2^-f grid and inside the ring.
+    pub fn on_grid(self, x: f64) -> bool {
+        let v = x * self.scale();
+        x.is_finite() && v.fract() == 0.0 && v >= self.ring_min() as f64 && v <= self.ring_max() as f64
+    }
+
+    /// Quantizes a tensor in place: the fused encode + wrap + decode pass of a SUF node.
+    ///
+    /// The main loop is branch-free so that it vectorises; its integer conversion is exact
+    /// while |x * 2^f| < 2^62. A tensor holding a larger value (only reachable when a value
+    /// overflows the ring by far) is processed element by element on the exact path. A
+    /// non-finite element is an error naming its flat index; the tensor is then unchanged.
+    pub fn quantize_slice_f32(self, xs: &mut [f32], rounding: Rounding) -> Result<(), NonFiniteAt> {
+        let scale = self.scale();
+        let fast = xs.iter().fold(true, |ok, &x| ok & ((x as f64 * scale).abs() < FAST_LIMIT));
+        if !fast {
+            return self.quantize_slice_exact(xs, rounding);
+        }
+        let inv = 1.0 / scale;
+        let shift = 64 - self.n_bits;
+        for x in xs.iter_mut() {
+            let v = rounding.apply(*x as f64 * scale);
+            // Exact cast below 2^62; the shift pair is Wrap_n (sign extension of n bits).
+            let q = ((v as i64) << shift) >> shift;
+            *x = (q as f64 * inv) as f32;
+        }
+        Ok(())
+    }
+
+    fn quantize_slice_exact(self, xs: &mut [f32], rounding: Rounding) -> Result<(), NonFiniteAt> {
+        if let Some(i) = xs.iter().position(|x| !x.is_finite()) {
+            return Err(NonFiniteAt(i));
+        }
+        for x in xs.iter_mut() {
+            *x = self.quantize(*x as f64, rounding).expect("finite, checked above") as f32;
+        }
+        Ok(())
+    }
+}
+
+/// The first non-finite element of a tensor a SUF node was asked to quantize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("non-finite value at flat index {0}")]
+pub struct NonFiniteAt(pub usize);
+
+const FAST_LIMIT: f64 = 4611686018427387904.0; // 2^62
+
+/// 2^e as an `f64`, exact for -1022 <= e <= 1023.
+#[inline(always)]
+pub fn pow2(e: i32) -> f64 {
+    f64::from_bits(((1023 + e) as u64) << 52)
+}
+
+/// Wrap_n of an integral `f64` of any magnitude, exactly (no saturation at 2^63).
+fn wrap_integral_f64(v: f64, n_bits: u32) -> i64 {
+    debug_assert!(v.is_finite() && v.fract() == 0.0);
+    if v.abs() < FAST_LIMIT {
+        return wrap_i64(v as i64, n_bits);
+    }
+    // v = ±m * 2^e with a 53-bit integer mantissa m and e >= 10: take m * 2^e mod 2^64.
+    let bits = v.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i32 - 1075;
+    let mantissa = (bits & ((1u64 << 52) - 1)) | (1u64 << 52);
+    let low = if exp >= 64 { 0 } else { mantissa.wrapping_shl(exp as u32) };
+    let signed = if v < 0.0 { low.wrapping_neg() } else { low };
+    wrap_i64(signed as i64, n_bits)
+}
+
+#[cfg(test)]
+mod tests;
