@@ -1,6 +1,172 @@
-//! `suf-run` command line (placeholder until the runner lands).
+//! `suf-run` command line: evaluate a config (`suf-run --config ...`) or merge shard reports
+//! (`suf-run merge ...`). Errors print as one line and exit 1; usage errors exit 2.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::report::ShardSpec;
+use crate::run::{self, RunOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "suf-run",
+    version,
+    about = "Evaluate original vs SUF-rewritten ONNX graphs in tract over GLUE/LAMBADA (SIGMA Table 4)",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Run configuration (SPEC section 5), e.g. configs/accuracy_table4.json
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// JSON report; rewritten after every row, and a restart with the same path skips finished rows
+    #[arg(long)]
+    out_json: Option<PathBuf>,
+    /// Markdown report in the Table 4 layout
+    #[arg(long)]
+    out_md: Option<PathBuf>,
+    /// Execution device; only "cpu" exists (default: the config's default_device)
+    #[arg(long)]
+    device: Option<String>,
+    /// Evaluate only the first N examples of every row
+    #[arg(long)]
+    max_examples: Option<usize>,
+    /// Examples per tract run (default: config, else 8)
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Seed recorded in the report (evaluation itself is deterministic)
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Directory for compiled SUF graphs, reused across runs (default: config cache_dir)
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Fail when a row's float accuracy is more than 1.0 pp off SIGMA's PyTorch column
+    #[arg(long)]
+    strict_sigma_match: bool,
+    /// Only these row ids (comma-separated); a named row whose model is missing is an error
+    #[arg(long, value_delimiter = ',')]
+    rows: Option<Vec<String>>,
+    /// Emulation levels to run, comma-separated: output, ring, sigma; "none" runs the float graph only
+    #[arg(long, value_delimiter = ',', default_value = "output")]
+    emulation: Vec<String>,
+    /// Write every example's float and SUF predictions as JSON lines
+    #[arg(long)]
+    predictions_out: Option<PathBuf>,
+    /// Evaluate slice K of N (0-based) of every row, e.g. 0/4; combine with `suf-run merge`
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<ShardSpec>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Combine shard reports (`--shard K/N` runs) into the report a single run gives
+    Merge {
+        /// Shard reports, one per K in 0..N
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        #[arg(long)]
+        out_json: PathBuf,
+        #[arg(long)]
+        out_md: Option<PathBuf>,
+    },
+}
+
+fn parse_shard(s: &str) -> Result<ShardSpec, String> {
+    let (k, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("shard \"{s}\" must look like K/N, e.g. 0/4"))?;
+    let index: usize = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("shard index \"{k}\" is not a number"))?;
+    let count: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("shard count \"{n}\" is not a number"))?;
+    if count == 0 || index >= count {
+        return Err(format!("shard {index}/{count}: need 0 <= K < N"));
+    }
+    Ok(ShardSpec { index, count })
+}
 
 pub fn main() -> i32 {
-    eprintln!("suf-run: not implemented yet");
-    2
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match dispatch(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("suf-run: error: {}", format!("{e:#}").replace('\n', " "));
+            1
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Merge {
+            inputs,
+            out_json,
+            out_md,
+        }) => crate::merge::merge_files(&inputs, &out_json, out_md.as_deref()),
+        None => {
+            let a = cli.run;
+            let config = a
+                .config
+                .context("--config is required (e.g. --config configs/smoke.json)")?;
+            let Some(out_json) = a.out_json else {
+                bail!("--out-json is required");
+            };
+            let opts = RunOptions {
+                config,
+                out_json,
+                out_md: a.out_md,
+                device: a.device,
+                max_examples: a.max_examples,
+                batch_size: a.batch_size,
+                seed: a.seed,
+                cache_dir: a.cache_dir,
+                strict_sigma_match: a.strict_sigma_match,
+                rows: a.rows,
+                emulation: if a.emulation == ["none"] {
+                    vec![]
+                } else {
+                    a.emulation
+                },
+                predictions_out: a.predictions_out,
+                shard: a.shard,
+            };
+            run::run(&opts).map(|_| ())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_syntax() {
+        assert_eq!(
+            parse_shard("1/4").unwrap(),
+            ShardSpec { index: 1, count: 4 }
+        );
+        assert!(parse_shard("4/4").is_err());
+        assert!(parse_shard("x/4").is_err());
+        assert!(parse_shard("3").is_err());
+    }
 }

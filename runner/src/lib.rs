@@ -1,3 +1,16 @@
 //! suf's runner: datasets, tokenization, tract execution of float and SUF graphs, reports.
 
 pub mod cli;
+pub mod config;
+pub mod data;
+pub mod engine;
+pub mod evaluate;
+pub mod hash;
+pub mod merge;
+pub mod metrics;
+pub mod report;
+pub mod run;
+pub mod suf;
+pub mod synthetic;
+pub mod sysinfo;
+pub mod tokenize;

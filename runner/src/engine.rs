@@ -1,0 +1,186 @@
+//! One ONNX graph made runnable in tract with fixed input facts [batch, seq_len] (SPEC section 7:
+//! symbolic dims fail to type for decoders), fed by input name.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+/// A model input the runner knows how to fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputRole {
+    InputIds,
+    AttentionMask,
+    TokenTypeIds,
+    PositionIds,
+}
+
+impl InputRole {
+    fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "input_ids" => Some(InputRole::InputIds),
+            "attention_mask" => Some(InputRole::AttentionMask),
+            "token_type_ids" => Some(InputRole::TokenTypeIds),
+            "position_ids" => Some(InputRole::PositionIds),
+            _ => None,
+        }
+    }
+}
+
+/// One batch of token rows, each exactly `seq_len` long (already padded).
+pub struct TokenBatch {
+    pub batch: usize,
+    pub seq_len: usize,
+    pub input_ids: Vec<i64>,
+    pub attention_mask: Vec<i64>,
+    pub token_type_ids: Vec<i64>,
+}
+
+pub struct Engine {
+    plan: Arc<TypedRunnableModel>,
+    inputs: Vec<(InputRole, DatumType)>,
+    pub batch: usize,
+    pub seq_len: usize,
+    /// Shape of the logits output with the batch dim included.
+    pub output_shape: Vec<usize>,
+}
+
+impl Engine {
+    /// Parses `proto` with `framework` (which must know the SUF custom ops for rewritten
+    /// graphs), fixes the input facts, keeps only the logits output, and optimises.
+    pub fn new(
+        framework: &tract_onnx::Onnx,
+        proto: &ModelProto,
+        model_dir: Option<&std::path::Path>,
+        batch: usize,
+        seq_len: usize,
+    ) -> Result<Self> {
+        let dir = model_dir.and_then(|d| d.to_str());
+        let parsed = framework
+            .parse(proto, dir)
+            .map_err(|e| anyhow!("tract cannot parse the graph: {e:#}"))?;
+        let mut model = parsed.model;
+        let mut inputs = Vec::new();
+        let input_outlets = model.input_outlets()?.to_vec();
+        for (ix, outlet) in input_outlets.iter().enumerate() {
+            let name = model.node(outlet.node).name.clone();
+            let role = InputRole::from_name(&name).ok_or_else(|| {
+                anyhow!("model input \"{name}\" is not one the runner can fill (input_ids, attention_mask, token_type_ids, position_ids)")
+            })?;
+            let dt = model
+                .input_fact(ix)?
+                .datum_type
+                .concretize()
+                .unwrap_or(DatumType::I64);
+            if !matches!(dt, DatumType::I64 | DatumType::I32) {
+                bail!("model input \"{name}\" has type {dt:?}; expected int64 or int32 token ids");
+            }
+            model.set_input_fact(ix, InferenceFact::dt_shape(dt, [batch, seq_len]))?;
+            inputs.push((role, dt));
+        }
+        if !inputs.iter().any(|(r, _)| *r == InputRole::InputIds) {
+            bail!("model has no \"input_ids\" input");
+        }
+        let outputs = model.output_outlets()?.to_vec();
+        let logits = outputs
+            .iter()
+            .copied()
+            .find(|o| {
+                model.outlet_label(*o) == Some("logits") || model.node(o.node).name == "logits"
+            })
+            .or_else(|| outputs.first().copied())
+            .context("model has no outputs")?;
+        model.select_output_outlets(&[logits])?;
+        let typed = model.into_typed().map_err(|e| {
+            anyhow!("tract cannot type the graph with inputs [{batch}, {seq_len}]: {e:#}")
+        })?;
+        let optimized = typed
+            .into_optimized()
+            .map_err(|e| anyhow!("tract cannot optimise the graph: {e:#}"))?;
+        let fact = optimized.output_fact(0)?;
+        let output_shape = fact
+            .shape
+            .as_concrete()
+            .map(|s| s.to_vec())
+            .ok_or_else(|| anyhow!("logits shape {:?} is not concrete", fact.shape))?;
+        if fact.datum_type != DatumType::F32 {
+            bail!(
+                "logits are {:?}; the runner expects float32",
+                fact.datum_type
+            );
+        }
+        let plan = optimized.into_runnable()?;
+        Ok(Engine {
+            plan,
+            inputs,
+            batch,
+            seq_len,
+            output_shape,
+        })
+    }
+
+    /// Runs one batch and returns the logits as a flat f32 vector of `output_shape`.
+    pub fn run(&self, tb: &TokenBatch) -> Result<Vec<f32>> {
+        if tb.batch != self.batch || tb.seq_len != self.seq_len {
+            bail!(
+                "batch [{}, {}] does not match the plan's [{}, {}]",
+                tb.batch,
+                tb.seq_len,
+                self.batch,
+                self.seq_len
+            );
+        }
+        let shape = [self.batch, self.seq_len];
+        let mut values: TVec<TValue> = tvec![];
+        for (role, dt) in &self.inputs {
+            let data: Vec<i64> = match role {
+                InputRole::InputIds => tb.input_ids.clone(),
+                InputRole::AttentionMask => tb.attention_mask.clone(),
+                InputRole::TokenTypeIds => tb.token_type_ids.clone(),
+                InputRole::PositionIds => (0..self.batch)
+                    .flat_map(|_| 0..self.seq_len as i64)
+                    .collect(),
+            };
+            let tensor = match dt {
+                DatumType::I32 => {
+                    let v: Vec<i32> = data.iter().map(|&x| x as i32).collect();
+                    Tensor::from_shape(&shape, &v)?
+                }
+                _ => Tensor::from_shape(&shape, &data)?,
+            };
+            values.push(tensor.into_tvalue());
+        }
+        let outputs = self
+            .plan
+            .run(values)
+            .map_err(|e| anyhow!("tract run failed: {e:#}"))?;
+        let out = outputs
+            .into_iter()
+            .next()
+            .context("model produced no output")?;
+        let view = out.to_plain_array_view::<f32>()?;
+        if view.shape() != self.output_shape.as_slice() {
+            bail!(
+                "logits shape {:?}, expected {:?}",
+                view.shape(),
+                self.output_shape
+            );
+        }
+        let flat: Vec<f32> = view.iter().copied().collect();
+        if let Some(i) = flat.iter().position(|x| !x.is_finite()) {
+            bail!("non-finite logit {} at flat index {i}", flat[i]);
+        }
+        Ok(flat)
+    }
+}
+
+/// Reads an ONNX file into a prost ModelProto (for the float graph when the compiler is not involved).
+pub fn read_proto(path: &std::path::Path) -> Result<ModelProto> {
+    use prost::Message;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
+    ModelProto::decode(bytes.as_slice())
+        .map_err(|e| anyhow!("{} is not an ONNX model: {e}", path.display()))
+}

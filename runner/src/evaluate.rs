@@ -1,0 +1,312 @@
+//! Runs the float graph and every SUF graph on the same token batches, in parallel over
+//! batches, and turns their logits into exact, mergeable counts plus per-example predictions.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::engine::{Engine, TokenBatch};
+use crate::metrics::{argmax, Counts, DiffAcc};
+use crate::tokenize::{ClassifyInput, Inputs, LmInput};
+
+/// Token id used to right-pad decoder prompts; masked out and never read back.
+const LM_PAD_ID: i64 = 0;
+
+/// Counts and timings of one graph, from which every reported number is derived.
+#[derive(Debug, Clone, Default)]
+pub struct GraphTally {
+    pub counts: Counts,
+    pub runtime: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SufTally {
+    pub graph: GraphTally,
+    pub agree: u64,
+    pub diff: DiffAcc,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RowTally {
+    pub float: GraphTally,
+    pub suf: BTreeMap<String, SufTally>,
+}
+
+/// One example's predictions, for `--predictions-out`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    pub index: usize,
+    pub label: i64,
+    pub float: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub float_word_correct: Option<bool>,
+    pub suf: BTreeMap<String, i64>,
+}
+
+/// What one graph predicts for one example.
+struct Outcome {
+    pred: i64,
+    correct: bool,
+    word_correct: Option<bool>,
+}
+
+pub struct Evaluation {
+    pub tally: RowTally,
+    pub predictions: Vec<Prediction>,
+}
+
+/// `indices[i]` is the dataset index of `inputs` entry i (for sharded runs).
+pub fn evaluate(
+    inputs: &Inputs,
+    indices: &[usize],
+    float: &Engine,
+    suf: &[(String, Engine)],
+    pool: &rayon::ThreadPool,
+    progress: &ProgressBar,
+) -> Result<Evaluation> {
+    let batch = float.batch;
+    let n = inputs.len();
+    let starts: Vec<usize> = (0..n).step_by(batch).collect();
+    let per_batch: Vec<(RowTally, Vec<Prediction>)> = pool.install(|| {
+        starts
+            .par_iter()
+            .map(|&start| {
+                let end = (start + batch).min(n);
+                let r = run_batch(inputs, start, end, indices, float, suf)
+                    .with_context(|| format!("examples {start}..{end}"));
+                progress.inc((end - start) as u64);
+                r
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut tally = RowTally::default();
+    for (name, _) in suf {
+        tally.suf.insert(name.clone(), SufTally::default());
+    }
+    let mut predictions = Vec::with_capacity(n);
+    for (t, p) in per_batch {
+        merge_tally(&mut tally, &t);
+        predictions.extend(p);
+    }
+    Ok(Evaluation { tally, predictions })
+}
+
+pub fn merge_tally(into: &mut RowTally, t: &RowTally) {
+    into.float.counts.merge(&t.float.counts);
+    into.float.runtime += t.float.runtime;
+    for (name, s) in &t.suf {
+        let e = into.suf.entry(name.clone()).or_default();
+        e.graph.counts.merge(&s.graph.counts);
+        e.graph.runtime += s.graph.runtime;
+        e.agree += s.agree;
+        e.diff.merge(&s.diff);
+    }
+}
+
+fn run_batch(
+    inputs: &Inputs,
+    start: usize,
+    end: usize,
+    indices: &[usize],
+    float: &Engine,
+    suf: &[(String, Engine)],
+) -> Result<(RowTally, Vec<Prediction>)> {
+    let tb = match inputs {
+        Inputs::Classify(v) => classify_batch(&v[start..end], float.batch, float.seq_len),
+        Inputs::Lm(v) => lm_batch(&v[start..end], float.batch, float.seq_len),
+    };
+    let timed = |engine: &Engine| -> Result<(Vec<f32>, Duration)> {
+        let t0 = Instant::now();
+        let out = engine.run(&tb)?;
+        Ok((out, t0.elapsed()))
+    };
+    let (float_logits, float_time) = timed(float).context("float graph")?;
+    let mut suf_logits = Vec::with_capacity(suf.len());
+    for (name, engine) in suf {
+        suf_logits.push(timed(engine).with_context(|| format!("SUF graph ({name})"))?);
+    }
+    let mut tally = RowTally::default();
+    tally.float.runtime = float_time;
+    for (name, _) in suf {
+        tally.suf.insert(name.clone(), SufTally::default());
+    }
+    for (name, (_, t)) in suf.iter().map(|(n, _)| n).zip(&suf_logits) {
+        tally
+            .suf
+            .get_mut(name)
+            .expect("inserted above")
+            .graph
+            .runtime = *t;
+    }
+    let mut predictions = Vec::with_capacity(end - start);
+    for (row, i) in (start..end).enumerate() {
+        let (label, float_out, float_slice) =
+            score(inputs, i, row, &float_logits, &float.output_shape)?;
+        record(&mut tally.float.counts, inputs, label, &float_out);
+        let mut prediction = Prediction {
+            index: indices[i],
+            label,
+            float: float_out.pred,
+            float_word_correct: float_out.word_correct,
+            suf: BTreeMap::new(),
+        };
+        for ((name, engine), (logits, _)) in suf.iter().zip(&suf_logits) {
+            let (_, out, slice) = score(inputs, i, row, logits, &engine.output_shape)?;
+            let s = tally.suf.get_mut(name).expect("inserted above");
+            record(&mut s.graph.counts, inputs, label, &out);
+            s.agree += u64::from(out.pred == float_out.pred);
+            s.diff.add_slices(float_slice, slice);
+            prediction.suf.insert(name.clone(), out.pred);
+        }
+        predictions.push(prediction);
+    }
+    Ok((tally, predictions))
+}
+
+fn record(counts: &mut Counts, inputs: &Inputs, label: i64, out: &Outcome) {
+    match inputs {
+        Inputs::Classify(_) => counts.add_classification(out.pred as u32, label as u32),
+        Inputs::Lm(_) => counts.add_lm(out.correct, out.word_correct.unwrap_or(false)),
+    }
+}
+
+/// Scores example `i` (row `row` of its batch): its label, the outcome, and the logits compared
+/// between graphs (class logits, or the vocabulary logits at the prompt's last position).
+fn score<'a>(
+    inputs: &Inputs,
+    i: usize,
+    row: usize,
+    logits: &'a [f32],
+    shape: &[usize],
+) -> Result<(i64, Outcome, &'a [f32])> {
+    match inputs {
+        Inputs::Classify(v) => {
+            let classes = *shape.last().context("logits have no class dim")?;
+            if shape.len() != 2 {
+                anyhow::bail!("classifier logits have shape {shape:?}; expected [batch, classes]");
+            }
+            let slice = &logits[row * classes..(row + 1) * classes];
+            let pred = argmax(slice) as i64;
+            let label = i64::from(v[i].label);
+            Ok((
+                label,
+                Outcome {
+                    pred,
+                    correct: pred == label,
+                    word_correct: None,
+                },
+                slice,
+            ))
+        }
+        Inputs::Lm(v) => {
+            let [_, seq, vocab] = shape else {
+                anyhow::bail!("LM logits have shape {shape:?}; expected [batch, seq, vocab]");
+            };
+            let ex = &v[i];
+            let at = |pos: usize| &logits[(row * seq + pos) * vocab..(row * seq + pos + 1) * vocab];
+            let last = ex.prompt.len() - 1;
+            let pred = argmax(at(last)) as i64;
+            let k = ex.word.len();
+            let word_ok = (0..k).all(|j| argmax(at(ex.prompt.len() - k + j)) as i64 == ex.word[j]);
+            Ok((
+                ex.label,
+                Outcome {
+                    pred,
+                    correct: pred == ex.label,
+                    word_correct: Some(word_ok),
+                },
+                at(last),
+            ))
+        }
+    }
+}
+
+/// Fills a fixed-size batch; a short final batch repeats its last example (outputs ignored).
+fn classify_batch(rows: &[ClassifyInput], batch: usize, seq_len: usize) -> TokenBatch {
+    let mut tb = TokenBatch {
+        batch,
+        seq_len,
+        input_ids: vec![],
+        attention_mask: vec![],
+        token_type_ids: vec![],
+    };
+    for b in 0..batch {
+        let r = &rows[b.min(rows.len() - 1)];
+        tb.input_ids.extend(&r.input_ids);
+        tb.attention_mask.extend(&r.attention_mask);
+        tb.token_type_ids.extend(&r.token_type_ids);
+    }
+    tb
+}
+
+/// Right-pads each prompt with a masked pad token; causal attention keeps real positions exact.
+fn lm_batch(rows: &[LmInput], batch: usize, seq_len: usize) -> TokenBatch {
+    let mut tb = TokenBatch {
+        batch,
+        seq_len,
+        input_ids: vec![],
+        attention_mask: vec![],
+        token_type_ids: vec![0; batch * seq_len],
+    };
+    for b in 0..batch {
+        let r = &rows[b.min(rows.len() - 1)];
+        let pad = seq_len - r.prompt.len();
+        tb.input_ids.extend(&r.prompt);
+        tb.input_ids.extend(std::iter::repeat_n(LM_PAD_ID, pad));
+        tb.attention_mask
+            .extend(std::iter::repeat_n(1, r.prompt.len()));
+        tb.attention_mask.extend(std::iter::repeat_n(0, pad));
+    }
+    tb
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lm_batch_pads_right_and_repeats_last() {
+        let rows = vec![
+            LmInput {
+                prompt: vec![5, 6, 7],
+                label: 8,
+                word: vec![8],
+            },
+            LmInput {
+                prompt: vec![9],
+                label: 3,
+                word: vec![3],
+            },
+        ];
+        let tb = lm_batch(&rows, 3, 4);
+        assert_eq!(tb.input_ids, vec![5, 6, 7, 0, 9, 0, 0, 0, 9, 0, 0, 0]);
+        assert_eq!(tb.attention_mask, vec![1, 1, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn lm_scoring_reads_last_real_positions() {
+        // batch 1, seq 4, vocab 3; prompt of length 3, word of 2 tokens [2, 1].
+        let inputs = Inputs::Lm(vec![LmInput {
+            prompt: vec![0, 0, 0],
+            label: 1,
+            word: vec![2, 1],
+        }]);
+        #[rustfmt::skip]
+        let logits = vec![
+            9.0, 0.0, 0.0,  // pos 0
+            0.0, 0.0, 5.0,  // pos 1 -> 2 (first word token)
+            0.0, 4.0, 0.0,  // pos 2 -> 1 (label)
+            7.0, 0.0, 0.0,  // pos 3: padding, must be ignored
+        ];
+        let (label, out, slice) = score(&inputs, 0, 0, &logits, &[1, 4, 3]).unwrap();
+        assert_eq!(
+            (label, out.pred, out.correct, out.word_correct),
+            (1, 1, true, Some(true))
+        );
+        assert_eq!(slice, &[0.0, 4.0, 0.0]);
+    }
+}

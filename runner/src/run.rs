@@ -1,0 +1,414 @@
+//! A whole run: rows in config order, each evaluated (or skipped, or reused from a previous
+//! run of the same output file), with the report rewritten atomically after every row.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{Family, LoadedConfig, MissingModel, Row};
+use crate::data;
+use crate::engine::Engine;
+use crate::evaluate::{self, Prediction};
+use crate::hash;
+use crate::report::{self, Meta, Report, RowReport, ShardSpec};
+use crate::suf;
+use crate::sysinfo;
+use crate::tokenize::{self, Inputs};
+
+pub const DEFAULT_BATCH_SIZE: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub out_json: PathBuf,
+    pub out_md: Option<PathBuf>,
+    pub device: Option<String>,
+    pub max_examples: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub seed: Option<u64>,
+    pub cache_dir: Option<PathBuf>,
+    pub strict_sigma_match: bool,
+    pub rows: Option<Vec<String>>,
+    pub emulation: Vec<String>,
+    pub predictions_out: Option<PathBuf>,
+    pub shard: Option<ShardSpec>,
+}
+
+/// SIGMA-match tolerance of `--strict-sigma-match`, in percentage points (FuseFSS uses 1.0).
+pub const SIGMA_TOLERANCE_PP: f64 = 1.0;
+
+pub fn run(opts: &RunOptions) -> Result<Report> {
+    let loaded = LoadedConfig::load(&opts.config)?;
+    let global = &loaded.config.global;
+    let device = opts
+        .device
+        .clone()
+        .unwrap_or_else(|| global.default_device.clone());
+    if device != "cpu" {
+        bail!("device \"{device}\" is not supported: suf-run evaluates with tract on the CPU only (use --device cpu)");
+    }
+    for level in &opts.emulation {
+        if !suf::LEVELS.contains(&level.as_str()) {
+            bail!(
+                "unknown emulation level \"{level}\" (expected one of {})",
+                suf::LEVELS.join(", ")
+            );
+        }
+    }
+    let selected = select_rows(&loaded.config.rows, opts.rows.as_deref())?;
+    let batch_size = opts
+        .batch_size
+        .or(global.batch_size)
+        .unwrap_or(DEFAULT_BATCH_SIZE);
+    if batch_size == 0 {
+        bail!("--batch-size must be > 0");
+    }
+    let workers = match global.num_workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .build()
+        .context("cannot start worker threads")?;
+    let previous = previous_rows(&opts.out_json, opts.shard.as_ref())?;
+
+    let mut report = Report {
+        meta: Meta {
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: sysinfo::git_commit(),
+            config_sha256: loaded.sha256.clone(),
+            config: opts.config.display().to_string(),
+            machine: sysinfo::machine(),
+            started: sysinfo::now_rfc3339(),
+            finished: None,
+            complete: false,
+            device,
+            seed: opts.seed.unwrap_or(global.seed),
+            max_examples: opts.max_examples,
+            batch_size,
+            workers,
+            emulation: opts.emulation.clone(),
+            shard: opts.shard.clone(),
+            merged_from: None,
+            peak_rss_mib: None,
+        },
+        rows: Vec::new(),
+    };
+    let ctx = RowContext {
+        loaded: &loaded,
+        opts,
+        batch_size,
+        pool: &pool,
+        seed: report.meta.seed,
+    };
+    let mut predictions: Vec<(String, Prediction)> = Vec::new();
+    for (row, explicitly_selected) in selected {
+        let key = ctx.resume_key(row)?;
+        if let Some(done) = previous
+            .get(&row.id)
+            .filter(|r| r.resume_key == key && !r.skipped && r.counts.is_some())
+        {
+            eprintln!(
+                "row {}: already finished in {}, reusing it",
+                row.id,
+                opts.out_json.display()
+            );
+            report.rows.push(done.clone());
+        } else {
+            let (row_report, preds) = ctx
+                .evaluate_row(row, key, explicitly_selected)
+                .with_context(|| format!("row \"{}\"", row.id))?;
+            predictions.extend(preds.into_iter().map(|p| (row.id.clone(), p)));
+            report.rows.push(row_report);
+        }
+        report.meta.peak_rss_mib = sysinfo::peak_rss_mib();
+        write_outputs(&report, opts)?;
+    }
+    report.meta.finished = Some(sysinfo::now_rfc3339());
+    report.meta.complete = true;
+    report.meta.peak_rss_mib = sysinfo::peak_rss_mib();
+    write_outputs(&report, opts)?;
+    if let Some(path) = &opts.predictions_out {
+        write_predictions(path, &predictions)?;
+    }
+    if opts.strict_sigma_match {
+        check_sigma_match(&report)?;
+    }
+    Ok(report)
+}
+
+/// Rows to run, in config order; `--rows` ids must all exist. The flag says the user named the row.
+fn select_rows<'a>(rows: &'a [Row], wanted: Option<&[String]>) -> Result<Vec<(&'a Row, bool)>> {
+    let Some(wanted) = wanted else {
+        return Ok(rows.iter().map(|r| (r, false)).collect());
+    };
+    for id in wanted {
+        if !rows.iter().any(|r| &r.id == id) {
+            let known: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+            bail!(
+                "unknown row id \"{id}\" in --rows (config has: {})",
+                known.join(", ")
+            );
+        }
+    }
+    Ok(rows
+        .iter()
+        .filter(|r| wanted.contains(&r.id))
+        .map(|r| (r, true))
+        .collect())
+}
+
+/// Finished rows of an earlier run writing the same file, for resuming. A file that is not a
+/// report is an error rather than something to overwrite.
+fn previous_rows(out_json: &Path, shard: Option<&ShardSpec>) -> Result<HashMap<String, RowReport>> {
+    if !out_json.exists() {
+        return Ok(HashMap::new());
+    }
+    let previous = report::read_report(out_json)
+        .map_err(|e| anyhow!("{e:#}; remove it or choose another --out-json"))?;
+    if previous.meta.shard.as_ref() != shard {
+        return Ok(HashMap::new());
+    }
+    Ok(previous
+        .rows
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect())
+}
+
+fn write_outputs(report: &Report, opts: &RunOptions) -> Result<()> {
+    report::write_atomic(&opts.out_json, &report::to_json(report)?)?;
+    if let Some(md) = &opts.out_md {
+        report::write_atomic(md, report::to_markdown(report).as_bytes())?;
+    }
+    Ok(())
+}
+
+fn write_predictions(path: &Path, predictions: &[(String, Prediction)]) -> Result<()> {
+    let mut out = Vec::new();
+    for (row, p) in predictions {
+        let mut v = serde_json::to_value(p)?;
+        v.as_object_mut()
+            .expect("struct serialises to an object")
+            .insert("row".into(), row.clone().into());
+        out.extend(serde_json::to_vec(&v)?);
+        out.push(b'\n');
+    }
+    report::write_atomic(path, &out)
+}
+
+fn check_sigma_match(report: &Report) -> Result<()> {
+    let off: Vec<String> = report
+        .rows
+        .iter()
+        .filter_map(|r| {
+            r.float_sigma_pp
+                .filter(|d| d.abs() > SIGMA_TOLERANCE_PP)
+                .map(|d| format!("{} ({d:+.2} pp)", r.id))
+        })
+        .collect();
+    if !off.is_empty() {
+        bail!(
+            "--strict-sigma-match: float accuracy differs from SIGMA's PyTorch column by more than {SIGMA_TOLERANCE_PP} pp: {}",
+            off.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Contiguous slice `index` of `count` over `n` items (balanced; every item in exactly one slice).
+pub fn shard_range(n: usize, shard: Option<&ShardSpec>) -> std::ops::Range<usize> {
+    match shard {
+        None => 0..n,
+        Some(s) => (n * s.index / s.count)..(n * (s.index + 1) / s.count),
+    }
+}
+
+struct RowContext<'a> {
+    loaded: &'a LoadedConfig,
+    opts: &'a RunOptions,
+    batch_size: usize,
+    pool: &'a rayon::ThreadPool,
+    seed: u64,
+}
+
+impl RowContext<'_> {
+    /// Everything that decides a row's numbers: the row itself, the files' contents, the options.
+    fn resume_key(&self, row: &Row) -> Result<String> {
+        let file_hash = |p: &str| {
+            let path = self.loaded.resolve(p);
+            if path.is_file() {
+                hash::sha256_file(&path).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let key = serde_json::json!({
+            "tool_version": env!("CARGO_PKG_VERSION"),
+            "row": row,
+            "seq_len": self.loaded.config.global.seq_len,
+            "frac_bits": row.frac_bits(&self.loaded.config.global),
+            "model": file_hash(&row.model)?,
+            "tokenizer": file_hash(&row.tokenizer)?,
+            "data": file_hash(&row.data)?,
+            "max_examples": self.opts.max_examples,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "emulation": self.opts.emulation,
+        });
+        Ok(hash::sha256_hex(key.to_string().as_bytes()))
+    }
+
+    fn evaluate_row(
+        &self,
+        row: &Row,
+        key: String,
+        explicitly_selected: bool,
+    ) -> Result<(RowReport, Vec<Prediction>)> {
+        let global = &self.loaded.config.global;
+        let seq_len = global.seq_len;
+        let frac_bits = row.frac_bits(global);
+        let mut out = RowReport::pending(row, frac_bits, seq_len, key);
+        if row.skip {
+            let reason = row.skip_reason.clone().unwrap_or_default();
+            eprintln!("row {}: skipped ({reason})", row.id);
+            return Ok((out.skip(reason), vec![]));
+        }
+        let model_path = self.loaded.resolve(&row.model);
+        if !model_path.is_file() {
+            let hint = row
+                .export_hint
+                .clone()
+                .unwrap_or_else(|| "run scripts/export_onnx.py".into());
+            let reason = format!("model file not found: {} ({hint})", row.model);
+            if explicitly_selected || global.on_missing_model == MissingModel::Error {
+                bail!(reason);
+            }
+            eprintln!("row {}: skipped ({reason})", row.id);
+            return Ok((out.skip(reason), vec![]));
+        }
+        let started = Instant::now();
+        let examples = data::load(row.task, &self.loaded.resolve(&row.data))?;
+        out.val_size = Some(examples.len() as u64);
+        let limited = &examples[..self
+            .opts
+            .max_examples
+            .map_or(examples.len(), |m| m.min(examples.len()))];
+        let range = shard_range(limited.len(), self.opts.shard.as_ref());
+        let indices: Vec<usize> = range.clone().collect();
+        let chosen = &limited[range];
+        let tokenizer = tokenize::load_tokenizer(&self.loaded.resolve(&row.tokenizer))?;
+        let inputs = match row.family {
+            Family::BertSeqCls => {
+                Inputs::Classify(tokenize::encode_classify(&tokenizer, chosen, seq_len)?)
+            }
+            Family::GptLm => Inputs::Lm(tokenize::encode_lambada(&tokenizer, chosen, seq_len)?),
+        };
+        out.model_sha256 = Some(hash::sha256_file(&model_path)?);
+        let (tally, predictions) = if inputs.is_empty() {
+            (empty_tally(&self.opts.emulation), vec![])
+        } else {
+            self.run_graphs(row, &model_path, &inputs, &indices)?
+        };
+        out.fill_from_counts(report::counts_from_tally(&tally))?;
+        out.wall_s = started.elapsed().as_secs_f64();
+        log_row(&out);
+        Ok((out, predictions))
+    }
+
+    fn run_graphs(
+        &self,
+        row: &Row,
+        model_path: &Path,
+        inputs: &Inputs,
+        indices: &[usize],
+    ) -> Result<(evaluate::RowTally, Vec<Prediction>)> {
+        let global = &self.loaded.config.global;
+        let framework = suf::framework();
+        let proto = suf::load_model(model_path)?;
+        let dir = model_path.parent();
+        // Always the configured batch (short batches are padded): a shard then computes each
+        // example with exactly the kernels a single run uses, so merged numbers match bit for bit.
+        let batch = self.batch_size;
+        let float =
+            Engine::new(&framework, &proto, dir, batch, global.seq_len).context("float graph")?;
+        let mut suf_engines = Vec::new();
+        for level in &self.opts.emulation {
+            let rewritten = suf::compile(&proto, row.n_bits, row.frac_bits(global), level)?;
+            let engine = Engine::new(&framework, &rewritten, dir, batch, global.seq_len)
+                .with_context(|| format!("SUF graph ({level})"))?;
+            suf_engines.push((level.clone(), engine));
+        }
+        drop(proto);
+        let progress = ProgressBar::new(inputs.len() as u64);
+        progress.set_style(
+            ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        progress.set_prefix(row.id.clone());
+        let evaluation =
+            evaluate::evaluate(inputs, indices, &float, &suf_engines, self.pool, &progress)?;
+        progress.finish_and_clear();
+        Ok((evaluation.tally, evaluation.predictions))
+    }
+}
+
+fn empty_tally(levels: &[String]) -> evaluate::RowTally {
+    let mut t = evaluate::RowTally::default();
+    for l in levels {
+        t.suf.insert(l.clone(), Default::default());
+    }
+    t
+}
+
+fn log_row(r: &RowReport) {
+    let float = r
+        .float
+        .as_ref()
+        .map(|f| format!("{:.2}%", f.acc * 100.0))
+        .unwrap_or_default();
+    let suf: Vec<String> = r
+        .suf
+        .iter()
+        .map(|(l, s)| {
+            format!(
+                "SUF[{l}] {:.2}% (agreement {:.2}%)",
+                s.acc * 100.0,
+                s.agreement * 100.0
+            )
+        })
+        .collect();
+    eprintln!(
+        "row {}: {} of {} examples, float {float} {} in {:.1} s",
+        r.id,
+        r.examples,
+        r.val_size.unwrap_or(0),
+        suf.join(" "),
+        r.wall_s
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_every_index_once() {
+        for n in [0, 1, 7, 872] {
+            for count in [1, 2, 3, 5] {
+                let mut all = Vec::new();
+                for index in 0..count {
+                    all.extend(shard_range(n, Some(&ShardSpec { index, count })));
+                }
+                assert_eq!(all, (0..n).collect::<Vec<_>>());
+            }
+        }
+    }
+}

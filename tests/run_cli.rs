@@ -1,0 +1,464 @@
+//! End-to-end tests of `suf-run` on small generated datasets and synthetic models (built in
+//! the test, so they always exist): reports, error lines, sharding + merge, resume.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use suf_runner::synthetic;
+
+const BERT_TOKENIZER: &str = "../shared/tokenizers/bert-base-uncased/tokenizer.json";
+const GPT2_TOKENIZER: &str = "../shared/tokenizers/gpt2/tokenizer.json";
+
+fn repo_path(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(rel)
+        .display()
+        .to_string()
+}
+
+/// A temp dir with a synthetic classifier + LM, an SST-2-format TSV and a LAMBADA jsonl.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(
+            p.join("cls.onnx"),
+            synthetic::to_bytes(&synthetic::bert_classifier(30522, 8, 7)),
+        )
+        .unwrap();
+        std::fs::write(
+            p.join("lm.onnx"),
+            synthetic::to_bytes(&synthetic::causal_lm(50257, 4, 9)),
+        )
+        .unwrap();
+        let words = [
+            "good", "bad", "fine", "awful", "great", "boring", "fun", "dull",
+        ];
+        let mut tsv = String::from("sentence\tlabel\n");
+        let mut jsonl = String::new();
+        for i in 0..23 {
+            let s = format!(
+                "{} movie , {} plot {} ",
+                words[i % 8],
+                words[(i * 3) % 8],
+                i
+            );
+            tsv.push_str(&format!("{s}\t{}\n", i % 2));
+            jsonl.push_str(&format!("{}\n", serde_json::json!({"text": format!("the story of {s} ended with the word {}", words[(i * 5) % 8])})));
+        }
+        std::fs::write(p.join("sst2.tsv"), tsv).unwrap();
+        std::fs::write(p.join("lambada.jsonl"), jsonl).unwrap();
+        Setup { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn row(&self, id: &str, task: &str) -> Value {
+        let (family, model, tokenizer, data, val) = if task == "lambada_openai" {
+            ("gpt_lm", "lm.onnx", GPT2_TOKENIZER, "lambada.jsonl", 5153)
+        } else {
+            ("bert_seqcls", "cls.onnx", BERT_TOKENIZER, "sst2.tsv", 872)
+        };
+        serde_json::json!({
+            "id": id, "family": family, "task": task,
+            "model": self.path(model), "tokenizer": repo_path(tokenizer), "data": self.path(data),
+            "n_bits": 37,
+            "sigma_ref": {"train_size": null, "val_size": val, "pytorch_acc": 0.5, "sigma_acc": 0.5}
+        })
+    }
+
+    fn write_config(&self, name: &str, rows: Vec<Value>) -> PathBuf {
+        let cfg = serde_json::json!({
+            "global": {"seed": 0, "seq_len": 32, "frac_bits": 12, "default_device": "cpu", "num_workers": 2, "batch_size": 4},
+            "rows": rows
+        });
+        let p = self.path(name);
+        std::fs::write(&p, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+        p
+    }
+
+    fn default_config(&self) -> PathBuf {
+        self.write_config(
+            "cfg.json",
+            vec![
+                self.row("cls", "glue/sst2"),
+                self.row("lm", "lambada_openai"),
+            ],
+        )
+    }
+}
+
+fn suf_run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_suf-run"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The run's float-only arguments (the SUF path has its own tests once the compiler is in).
+const FLOAT_ONLY: [&str; 2] = ["--emulation", "none"];
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+/// Asserts a failed run printed exactly one line on stderr containing every `needle`.
+fn assert_one_line_error(out: &Output, needles: &[&str]) {
+    assert!(!out.status.success(), "expected failure");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got:\n{stderr}");
+    for n in needles {
+        assert!(lines[0].contains(n), "error line lacks {n:?}: {}", lines[0]);
+    }
+}
+
+#[test]
+fn run_writes_reports_with_counts_and_sizes() {
+    let setup = Setup::new();
+    let cfg = setup.default_config();
+    let (json, md, preds) = (
+        setup.path("r.json"),
+        setup.path("r.md"),
+        setup.path("p.jsonl"),
+    );
+    let out = suf_run(&[
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&json),
+        "--out-md",
+        s(&md),
+        "--predictions-out",
+        s(&preds),
+        "--max-examples",
+        "20",
+        FLOAT_ONLY[0],
+        FLOAT_ONLY[1],
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = read_json(&json);
+    assert_eq!(r["meta"]["complete"], true);
+    for key in [
+        "tool_version",
+        "git_commit",
+        "config_sha256",
+        "machine",
+        "started",
+        "finished",
+    ] {
+        assert!(r["meta"][key].is_string(), "meta.{key} missing");
+    }
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert_eq!(row["val_size"], 23);
+        assert_eq!(row["examples"], 20);
+        let acc = row["float"]["acc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+        assert_eq!(row["counts"]["float"]["n"], 20);
+        assert_eq!(row["model_sha256"].as_str().unwrap().len(), 64);
+    }
+    assert!(rows[1]["float"]["word_acc"].is_number());
+    let md_text = std::fs::read_to_string(&md).unwrap();
+    assert!(md_text.contains("| Model | Dataset | Train Size | Val Size | PyTorch Acc | Sigma Acc | SUF Acc | Bitwidth | frac_bits | Notes |"));
+    // Predictions agree with the counted accuracy.
+    let lines: Vec<Value> = std::fs::read_to_string(&preds)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 40);
+    let correct = lines
+        .iter()
+        .filter(|p| p["row"] == "cls" && p["float"] == p["label"])
+        .count();
+    assert_eq!(
+        correct as u64,
+        rows[0]["counts"]["float"]["correct"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn bad_config_is_one_line_naming_row_and_key() {
+    let setup = Setup::new();
+    let mut row = setup.row("cls", "glue/sst2");
+    row["n_bit"] = 3.into();
+    let cfg = setup.write_config("bad.json", vec![row]);
+    let out = suf_run(&["--config", s(&cfg), "--out-json", s(&setup.path("o.json"))]);
+    assert_one_line_error(&out, &["row \"cls\"", "n_bit"]);
+    assert!(
+        !setup.path("o.json").exists(),
+        "no report on a config error"
+    );
+}
+
+#[test]
+fn unknown_task_is_one_line() {
+    let setup = Setup::new();
+    let mut row = setup.row("cls", "glue/sst2");
+    row["task"] = "glue/cola".into();
+    let cfg = setup.write_config("bad.json", vec![row]);
+    let out = suf_run(&["--config", s(&cfg), "--out-json", s(&setup.path("o.json"))]);
+    assert_one_line_error(&out, &["row \"cls\"", "glue/cola"]);
+}
+
+#[test]
+fn missing_data_is_one_line() {
+    let setup = Setup::new();
+    let mut row = setup.row("cls", "glue/sst2");
+    row["data"] = setup.path("nope.tsv").display().to_string().into();
+    let cfg = setup.write_config("c.json", vec![row]);
+    let out = suf_run(&[
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&setup.path("o.json")),
+        FLOAT_ONLY[0],
+        FLOAT_ONLY[1],
+    ]);
+    assert_one_line_error(&out, &["row \"cls\"", "data file not found", "nope.tsv"]);
+}
+
+#[test]
+fn corrupt_row_is_one_line_naming_file_and_line() {
+    let setup = Setup::new();
+    std::fs::write(
+        setup.path("bad.tsv"),
+        "sentence\tlabel\nfine\t1\nno tab here\n",
+    )
+    .unwrap();
+    let mut row = setup.row("cls", "glue/sst2");
+    row["data"] = setup.path("bad.tsv").display().to_string().into();
+    let cfg = setup.write_config("c.json", vec![row]);
+    let out = suf_run(&[
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&setup.path("o.json")),
+        FLOAT_ONLY[0],
+        FLOAT_ONLY[1],
+    ]);
+    assert_one_line_error(&out, &["bad.tsv:3", "corrupt row"]);
+}
+
+#[test]
+fn device_other_than_cpu_is_one_line() {
+    let setup = Setup::new();
+    let cfg = setup.default_config();
+    let out = suf_run(&[
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&setup.path("o.json")),
+        "--device",
+        "cuda",
+    ]);
+    assert_one_line_error(&out, &["device \"cuda\"", "cpu"]);
+}
+
+#[test]
+fn missing_model_skips_the_row_unless_named() {
+    let setup = Setup::new();
+    let mut missing = setup.row("gone", "glue/sst2");
+    missing["model"] = setup.path("gone.onnx").display().to_string().into();
+    missing["export_hint"] = "run scripts/export_onnx.py for gone".into();
+    let cfg = setup.write_config("c.json", vec![setup.row("cls", "glue/sst2"), missing]);
+    let json = setup.path("o.json");
+    let out = suf_run(&[
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&json),
+        "--max-examples",
+        "4",
+        FLOAT_ONLY[0],
+        FLOAT_ONLY[1],
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = read_json(&json);
+    assert_eq!(r["rows"][1]["skipped"], true);
+    let reason = r["rows"][1]["skip_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("model file not found") && reason.contains("export_onnx.py"),
+        "{reason}"
+    );
+    let out = suf_run(&[
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&setup.path("o2.json")),
+        "--rows",
+        "gone",
+    ]);
+    assert_one_line_error(&out, &["row \"gone\"", "model file not found"]);
+}
+
+/// Everything but timings and run metadata.
+fn numbers(report: &Value) -> Value {
+    let mut rows = report["rows"].clone();
+    for row in rows.as_array_mut().unwrap() {
+        let o = row.as_object_mut().unwrap();
+        o.remove("wall_s");
+        o["float"].as_object_mut().unwrap().remove("runtime_s");
+        o["counts"]
+            .as_object_mut()
+            .unwrap()
+            .remove("float_runtime_s");
+        for (_, level) in o["suf"].as_object_mut().unwrap() {
+            level.as_object_mut().unwrap().remove("runtime_s");
+        }
+        for (_, level) in o["counts"]["suf"].as_object_mut().unwrap() {
+            level.as_object_mut().unwrap().remove("runtime_s");
+        }
+    }
+    rows
+}
+
+#[test]
+fn merged_shards_equal_a_single_run() {
+    let setup = Setup::new();
+    let cfg = setup.default_config();
+    let single = setup.path("single.json");
+    let out = suf_run(&[
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&single),
+        FLOAT_ONLY[0],
+        FLOAT_ONLY[1],
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut shards = Vec::new();
+    for k in 0..3 {
+        let p = setup.path(&format!("shard{k}.json"));
+        let out = suf_run(&[
+            "--config",
+            s(&cfg),
+            "--out-json",
+            s(&p),
+            "--shard",
+            &format!("{k}/3"),
+            FLOAT_ONLY[0],
+            FLOAT_ONLY[1],
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        shards.push(p);
+    }
+    let merged = setup.path("merged.json");
+    let mut args = vec![
+        "merge".to_string(),
+        "--out-json".into(),
+        s(&merged).into(),
+        "--out-md".into(),
+        s(&setup.path("m.md")).into(),
+    ];
+    // Shard order on the command line must not matter.
+    args.extend(shards.iter().rev().map(|p| s(p).to_string()));
+    let out = Command::new(env!("CARGO_BIN_EXE_suf-run"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (a, b) = (read_json(&single), read_json(&merged));
+    let shard0 = read_json(&shards[0]);
+    assert_ne!(
+        numbers(&shard0),
+        numbers(&a),
+        "a shard alone must differ from the whole"
+    );
+    assert_eq!(numbers(&a), numbers(&b));
+    assert_eq!(b["rows"][0]["examples"], 23);
+    // A missing shard is refused.
+    let out = suf_run(&[
+        "merge",
+        "--out-json",
+        s(&setup.path("x.json")),
+        s(&shards[0]),
+        s(&shards[1]),
+    ]);
+    assert_one_line_error(&out, &["shard"]);
+}
+
+#[test]
+fn restart_with_the_same_output_skips_finished_rows() {
+    let setup = Setup::new();
+    let cfg = setup.default_config();
+    let json = setup.path("r.json");
+    let args = [
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&json),
+        "--max-examples",
+        "8",
+        FLOAT_ONLY[0],
+        FLOAT_ONLY[1],
+    ];
+    // First run does only the first row (as if interrupted after it).
+    let mut first: Vec<&str> = args.to_vec();
+    first.extend(["--rows", "cls"]);
+    assert!(suf_run(&first).status.success());
+    let before = read_json(&json);
+    assert_eq!(before["rows"].as_array().unwrap().len(), 1);
+    let out = suf_run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("row cls: already finished"), "{stderr}");
+    assert!(!stderr.contains("row lm: already finished"), "{stderr}");
+    let after = read_json(&json);
+    assert_eq!(after["rows"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        after["rows"][0], before["rows"][0],
+        "the finished row is reused verbatim"
+    );
+    // Changing an option that affects results re-evaluates.
+    let out = suf_run(&[
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&json),
+        "--max-examples",
+        "6",
+        FLOAT_ONLY[0],
+        FLOAT_ONLY[1],
+    ]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("already finished"));
+    assert_eq!(read_json(&json)["rows"][0]["examples"], 6);
+}
