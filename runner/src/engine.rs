@@ -121,8 +121,8 @@ impl Engine {
         })
     }
 
-    /// Runs one batch and returns the logits as a flat f32 vector of `output_shape`.
-    pub fn run(&self, tb: &TokenBatch) -> Result<Vec<f32>> {
+    /// Runs one batch; the logits have `output_shape`.
+    pub fn run(&self, tb: &TokenBatch) -> Result<Logits> {
         if tb.batch != self.batch || tb.seq_len != self.seq_len {
             bail!(
                 "batch [{}, {}] does not match the plan's [{}, {}]",
@@ -152,27 +152,26 @@ impl Engine {
             };
             values.push(tensor.into_tvalue());
         }
-        let outputs = self
-            .plan
-            .run(values)
-            .map_err(|e| anyhow!("tract run failed: {e:#}"))?;
-        let out = outputs
-            .into_iter()
-            .next()
-            .context("model produced no output")?;
-        let view = out.to_plain_array_view::<f32>()?;
-        if view.shape() != self.output_shape.as_slice() {
-            bail!(
-                "logits shape {:?}, expected {:?}",
-                view.shape(),
-                self.output_shape
-            );
+        let outputs = self.plan.run(values).map_err(|e| anyhow!("tract run failed: {e:#}"))?;
+        let out = outputs.into_iter().next().context("model produced no output")?;
+        if out.shape() != self.output_shape.as_slice() {
+            bail!("logits shape {:?}, expected {:?}", out.shape(), self.output_shape);
         }
-        let flat: Vec<f32> = view.iter().copied().collect();
-        if let Some(i) = flat.iter().position(|x| !x.is_finite()) {
-            bail!("non-finite logit {} at flat index {i}", flat[i]);
-        }
-        Ok(flat)
+        // Validate once so reading it later cannot fail.
+        out.try_as_plain_ram()?.as_slice::<f32>()?;
+        Ok(Logits(out))
+    }
+}
+
+/// A batch's logits, kept in tract's own buffer (LM logits are large: no copy).
+pub struct Logits(TValue);
+
+impl Logits {
+    pub fn as_slice(&self) -> &[f32] {
+        self.0
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .expect("validated as plain f32 in Engine::run")
     }
 }
 

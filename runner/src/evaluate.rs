@@ -9,7 +9,7 @@ use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::engine::{Engine, TokenBatch};
+use crate::engine::{Engine, Logits, TokenBatch};
 use crate::metrics::{argmax, Counts, DiffAcc};
 use crate::tokenize::{ClassifyInput, Inputs, LmInput};
 
@@ -119,7 +119,7 @@ fn run_batch(
         Inputs::Classify(v) => classify_batch(&v[start..end], float.batch, float.seq_len),
         Inputs::Lm(v) => lm_batch(&v[start..end], float.batch, float.seq_len),
     };
-    let timed = |engine: &Engine| -> Result<(Vec<f32>, Duration)> {
+    let timed = |engine: &Engine| -> Result<(Logits, Duration)> {
         let t0 = Instant::now();
         let out = engine.run(&tb)?;
         Ok((out, t0.elapsed()))
@@ -145,7 +145,7 @@ fn run_batch(
     let mut predictions = Vec::with_capacity(end - start);
     for (row, i) in (start..end).enumerate() {
         let (label, float_out, float_slice) =
-            score(inputs, i, row, &float_logits, &float.output_shape)?;
+            score(inputs, i, row, float_logits.as_slice(), &float.output_shape).context("float graph")?;
         record(&mut tally.float.counts, inputs, label, &float_out);
         let mut prediction = Prediction {
             index: indices[i],
@@ -155,7 +155,8 @@ fn run_batch(
             suf: BTreeMap::new(),
         };
         for ((name, engine), (logits, _)) in suf.iter().zip(&suf_logits) {
-            let (_, out, slice) = score(inputs, i, row, logits, &engine.output_shape)?;
+            let (_, out, slice) = score(inputs, i, row, logits.as_slice(), &engine.output_shape)
+                .with_context(|| format!("SUF graph ({name})"))?;
             let s = tally.suf.get_mut(name).expect("inserted above");
             record(&mut s.graph.counts, inputs, label, &out);
             s.agree += u64::from(out.pred == float_out.pred);
@@ -189,7 +190,7 @@ fn score<'a>(
             if shape.len() != 2 {
                 anyhow::bail!("classifier logits have shape {shape:?}; expected [batch, classes]");
             }
-            let slice = &logits[row * classes..(row + 1) * classes];
+            let slice = finite(&logits[row * classes..(row + 1) * classes], i)?;
             let pred = argmax(slice) as i64;
             let label = i64::from(v[i].label);
             Ok((
@@ -207,11 +208,15 @@ fn score<'a>(
                 anyhow::bail!("LM logits have shape {shape:?}; expected [batch, seq, vocab]");
             };
             let ex = &v[i];
-            let at = |pos: usize| &logits[(row * seq + pos) * vocab..(row * seq + pos + 1) * vocab];
+            let at = |pos: usize| finite(&logits[(row * seq + pos) * vocab..(row * seq + pos + 1) * vocab], i);
             let last = ex.prompt.len() - 1;
-            let pred = argmax(at(last)) as i64;
+            let last_logits = at(last)?;
+            let pred = argmax(last_logits) as i64;
             let k = ex.word.len();
-            let word_ok = (0..k).all(|j| argmax(at(ex.prompt.len() - k + j)) as i64 == ex.word[j]);
+            let mut word_ok = true;
+            for j in 0..k {
+                word_ok &= argmax(at(ex.prompt.len() - k + j)?) as i64 == ex.word[j];
+            }
             Ok((
                 ex.label,
                 Outcome {
@@ -219,9 +224,17 @@ fn score<'a>(
                     correct: pred == ex.label,
                     word_correct: Some(word_ok),
                 },
-                at(last),
+                last_logits,
             ))
         }
+    }
+}
+
+/// Logits that feed a prediction must be finite: argmax would silently skip a NaN.
+fn finite(xs: &[f32], example: usize) -> Result<&[f32]> {
+    match xs.iter().position(|x| !x.is_finite()) {
+        None => Ok(xs),
+        Some(p) => anyhow::bail!("example {example}: non-finite logit {} at index {p}", xs[p]),
     }
 }
 
