@@ -4,8 +4,9 @@
 Runs the same ONNX file on the same inputs as `suf-run` (same data parsing, same tokenizer.json,
 same truncation/padding and LAMBADA protocol, re-implemented here independently with the Python
 `tokenizers` package) and compares every example's prediction with the float predictions that
-`suf-run --predictions-out FILE` wrote. Decoder prompts are run unpadded, one per call, so the
-comparison also checks the runner's right-padding and last-position gathering.
+`suf-run --predictions-out FILE` wrote. Decoder prompts run one per call: unpadded when the
+model's sequence axis is symbolic, else right-padded with a zero attention mask; classifier
+inputs run in batches, like the runner's.
 
     pip install onnxruntime tokenizers numpy
     suf-run --config configs/smoke.json --out-json /tmp/s.json --predictions-out /tmp/p.jsonl --emulation none
@@ -135,15 +136,21 @@ def run_lambada(sess, tok, texts, seq_len):
     tok.no_truncation()
     preds, labels, words = [], [], []
     out_names = logits_output(sess)
+    # Exports with a fixed sequence axis need right-padding (masked); others run unpadded.
+    seq_dim = sess.get_inputs()[0].shape[1]
+    fixed_len = seq_dim if isinstance(seq_dim, int) else None
     for text in texts:
         full = tok.encode(text, add_special_tokens=False).ids
         label = full[-1]
         prompt = full[:-1][-seq_len:]
         k = min(final_word_len(tok, text, full), len(prompt))
         word = full[len(full) - k :]
-        ids = np.array([prompt], dtype=np.int64)
-        logits = sess.run(out_names, feed(sess, ids, np.ones_like(ids), np.zeros_like(ids)))[0][0]
-        preds.append(argmax(logits[-1]))
+        ids = np.zeros((1, fixed_len or len(prompt)), dtype=np.int64)
+        ids[0, : len(prompt)] = prompt
+        mask = np.zeros_like(ids)
+        mask[0, : len(prompt)] = 1
+        logits = sess.run(out_names, feed(sess, ids, mask, np.zeros_like(ids)))[0][0]
+        preds.append(argmax(logits[len(prompt) - 1]))
         labels.append(label)
         words.append(all(argmax(logits[len(prompt) - k + j]) == word[j] for j in range(k)))
     return preds, labels, words

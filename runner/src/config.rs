@@ -91,6 +91,9 @@ pub struct Global {
     pub batch_size: Option<usize>,
     #[serde(default)]
     pub on_missing_model: MissingModel,
+    /// Evaluate only the first N examples of every row (quick configs); `--max-examples` overrides.
+    #[serde(default)]
+    pub max_examples: Option<usize>,
 }
 
 /// SIGMA's reported numbers for the row (accuracies as fractions in [0, 1]).

@@ -331,6 +331,14 @@ fn fmt_size(n: Option<u64>) -> String {
     }
 }
 
+fn float_extra(f: &FloatSection) -> String {
+    match (f.f1, f.word_acc) {
+        (Some(a), _) => format!("F1 float {}", fmt_pct(a)),
+        (_, Some(a)) => format!("whole-word float {}", fmt_pct(a)),
+        _ => String::new(),
+    }
+}
+
 fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
@@ -415,6 +423,17 @@ pub fn to_markdown(report: &Report) -> String {
     out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in report.rows.iter().filter(|r| !r.skipped) {
         let Some(f) = &r.float else { continue };
+        if r.suf.is_empty() {
+            out.push_str(&format!(
+                "| {} | {} | {} | - | - | - | - | {:+.2} | - | - | - | {} | {:.1} | - |\n",
+                r.id,
+                r.examples,
+                fmt_pct(f.acc),
+                r.float_sigma_pp.unwrap_or(0.0),
+                float_extra(f),
+                f.runtime_s
+            ));
+        }
         for (level, s) in &r.suf {
             let d = &r.delta_pp[level];
             let extra = match (f.f1, s.f1, f.word_acc, s.word_acc) {

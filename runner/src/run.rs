@@ -90,7 +90,7 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
             complete: false,
             device,
             seed: opts.seed.unwrap_or(global.seed),
-            max_examples: opts.max_examples,
+            max_examples: opts.max_examples.or(global.max_examples),
             batch_size,
             workers,
             emulation: opts.emulation.clone(),
@@ -106,6 +106,7 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         batch_size,
         pool: &pool,
         seed: report.meta.seed,
+        max_examples: report.meta.max_examples,
     };
     let mut predictions: Vec<(String, Prediction)> = Vec::new();
     for (row, explicitly_selected) in selected {
@@ -236,6 +237,7 @@ struct RowContext<'a> {
     batch_size: usize,
     pool: &'a rayon::ThreadPool,
     seed: u64,
+    max_examples: Option<usize>,
 }
 
 impl RowContext<'_> {
@@ -257,7 +259,7 @@ impl RowContext<'_> {
             "model": file_hash(&row.model)?,
             "tokenizer": file_hash(&row.tokenizer)?,
             "data": file_hash(&row.data)?,
-            "max_examples": self.opts.max_examples,
+            "max_examples": self.max_examples,
             "batch_size": self.batch_size,
             "seed": self.seed,
             "emulation": self.opts.emulation,
@@ -296,10 +298,7 @@ impl RowContext<'_> {
         let started = Instant::now();
         let examples = data::load(row.task, &self.loaded.resolve(&row.data))?;
         out.val_size = Some(examples.len() as u64);
-        let limited = &examples[..self
-            .opts
-            .max_examples
-            .map_or(examples.len(), |m| m.min(examples.len()))];
+        let limited = &examples[..self.max_examples.map_or(examples.len(), |m| m.min(examples.len()))];
         let range = shard_range(limited.len(), self.opts.shard.as_ref());
         let indices: Vec<usize> = range.clone().collect();
         let chosen = &limited[range];

@@ -352,6 +352,16 @@ mod tests {
     }
 
     #[test]
+    fn truncation_baked_into_tokenizer_json_is_ignored_for_lambada() {
+        // The shared GPT-2 tokenizer.json carries "truncation": {"max_length": 50}.
+        let tok = load_tokenizer(&shared(GPT2).join("tokenizer.json")).unwrap();
+        let text = "word ".repeat(199) + "end";
+        let lm = &encode_lambada(&tok, &[Example::Passage { text }], 128).unwrap()[0];
+        assert_eq!(lm.prompt.len(), 128);
+        assert_eq!(lm.label, encode_plain(&tok, " end").unwrap()[0]);
+    }
+
+    #[test]
     fn missing_tokenizer_is_a_clear_error() {
         let err = format!(
             "{:#}",
