@@ -462,3 +462,37 @@ fn restart_with_the_same_output_skips_finished_rows() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("already finished"));
     assert_eq!(read_json(&json)["rows"][0]["examples"], 6);
 }
+
+#[test]
+fn strict_sigma_match_fails_after_writing_the_report() {
+    let setup = Setup::new();
+    let mut row = setup.row("cls", "glue/sst2");
+    row["sigma_ref"]["pytorch_acc"] = 0.999.into();
+    let cfg = setup.write_config("c.json", vec![row]);
+    let json = setup.path("o.json");
+    let args = [
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&json),
+        "--max-examples",
+        "8",
+        FLOAT_ONLY[0],
+        FLOAT_ONLY[1],
+    ];
+    assert!(
+        suf_run(&args).status.success(),
+        "without the flag a mismatch is only reported"
+    );
+    let mut strict = args.to_vec();
+    strict.push("--strict-sigma-match");
+    let out = suf_run(&strict);
+    assert!(!out.status.success());
+    // Row progress lines come first; the error is the single last line.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("suf-run: error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]));
+    assert!(errors[0].contains("--strict-sigma-match") && errors[0].contains("cls (-"), "{stderr}");
+    assert_eq!(read_json(&json)["meta"]["complete"], true);
+}

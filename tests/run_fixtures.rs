@@ -26,7 +26,11 @@ fn check_suf_row(row: &Value, examples: u64) {
     let suf = &row["suf"]["output"];
     let acc = suf["acc"].as_f64().unwrap();
     let agreement = suf["agreement"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&float) && (0.0..=1.0).contains(&acc) && (0.0..=1.0).contains(&agreement));
+    assert!(
+        (0.0..=1.0).contains(&float)
+            && (0.0..=1.0).contains(&acc)
+            && (0.0..=1.0).contains(&agreement)
+    );
     let diff = &suf["logit_abs_diff"];
     assert!(diff["mean"].as_f64().unwrap() <= diff["max"].as_f64().unwrap());
     // The counts the numbers come from.
@@ -41,11 +45,18 @@ fn smoke_config_writes_both_reports() {
     let dir = tempfile::tempdir().unwrap();
     let (json, md) = (dir.path().join("s.json"), dir.path().join("s.md"));
     let out = suf_run(&[
-        "--config", "configs/smoke.json",
-        "--out-json", json.to_str().unwrap(),
-        "--out-md", md.to_str().unwrap(),
+        "--config",
+        "configs/smoke.json",
+        "--out-json",
+        json.to_str().unwrap(),
+        "--out-md",
+        md.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = read_json(&json);
     assert_eq!(r["meta"]["complete"], true);
     let rows = r["rows"].as_array().unwrap();
@@ -56,7 +67,10 @@ fn smoke_config_writes_both_reports() {
         check_suf_row(row, 32);
     }
     let md = std::fs::read_to_string(&md).unwrap();
-    assert!(md.contains("| BERT fixture (random weights) | SST-2 | 67k | 872 | 82.45 | 82.57 |"), "{md}");
+    assert!(
+        md.contains("| BERT fixture (random weights) | SST-2 | 67k | 872 | 82.45 | 82.57 |"),
+        "{md}"
+    );
 }
 
 #[test]
@@ -65,13 +79,22 @@ fn one_bert_row_and_one_gpt_row_with_max_examples_20() {
     for row in ["fixture-bert-tiny-sst2", "fixture-gpt2-lambada"] {
         let json = dir.path().join(format!("{row}.json"));
         let out = suf_run(&[
-            "--config", "configs/smoke.json",
-            "--rows", row,
-            "--max-examples", "20",
-            "--batch-size", "4",
-            "--out-json", json.to_str().unwrap(),
+            "--config",
+            "configs/smoke.json",
+            "--rows",
+            row,
+            "--max-examples",
+            "20",
+            "--batch-size",
+            "4",
+            "--out-json",
+            json.to_str().unwrap(),
         ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let r = read_json(&json);
         assert_eq!(r["rows"].as_array().unwrap().len(), 1);
         check_suf_row(&r["rows"][0], 20);

@@ -152,10 +152,20 @@ impl Engine {
             };
             values.push(tensor.into_tvalue());
         }
-        let outputs = self.plan.run(values).map_err(|e| anyhow!("tract run failed: {e:#}"))?;
-        let out = outputs.into_iter().next().context("model produced no output")?;
+        let outputs = self
+            .plan
+            .run(values)
+            .map_err(|e| anyhow!("tract run failed: {e:#}"))?;
+        let out = outputs
+            .into_iter()
+            .next()
+            .context("model produced no output")?;
         if out.shape() != self.output_shape.as_slice() {
-            bail!("logits shape {:?}, expected {:?}", out.shape(), self.output_shape);
+            bail!(
+                "logits shape {:?}, expected {:?}",
+                out.shape(),
+                self.output_shape
+            );
         }
         // Validate once so reading it later cannot fail.
         out.try_as_plain_ram()?.as_slice::<f32>()?;

@@ -145,7 +145,8 @@ fn run_batch(
     let mut predictions = Vec::with_capacity(end - start);
     for (row, i) in (start..end).enumerate() {
         let (label, float_out, float_slice) =
-            score(inputs, i, row, float_logits.as_slice(), &float.output_shape).context("float graph")?;
+            score(inputs, i, row, float_logits.as_slice(), &float.output_shape)
+                .context("float graph")?;
         record(&mut tally.float.counts, inputs, label, &float_out);
         let mut prediction = Prediction {
             index: indices[i],
@@ -208,7 +209,12 @@ fn score<'a>(
                 anyhow::bail!("LM logits have shape {shape:?}; expected [batch, seq, vocab]");
             };
             let ex = &v[i];
-            let at = |pos: usize| finite(&logits[(row * seq + pos) * vocab..(row * seq + pos + 1) * vocab], i);
+            let at = |pos: usize| {
+                finite(
+                    &logits[(row * seq + pos) * vocab..(row * seq + pos + 1) * vocab],
+                    i,
+                )
+            };
             let last = ex.prompt.len() - 1;
             let last_logits = at(last)?;
             let pred = argmax(last_logits) as i64;

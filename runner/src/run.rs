@@ -298,7 +298,9 @@ impl RowContext<'_> {
         let started = Instant::now();
         let examples = data::load(row.task, &self.loaded.resolve(&row.data))?;
         out.val_size = Some(examples.len() as u64);
-        let limited = &examples[..self.max_examples.map_or(examples.len(), |m| m.min(examples.len()))];
+        let limited = &examples[..self
+            .max_examples
+            .map_or(examples.len(), |m| m.min(examples.len()))];
         let range = shard_range(limited.len(), self.opts.shard.as_ref());
         let indices: Vec<usize> = range.clone().collect();
         let chosen = &limited[range];
