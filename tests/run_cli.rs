@@ -490,9 +490,44 @@ fn strict_sigma_match_fails_after_writing_the_report() {
     assert!(!out.status.success());
     // Row progress lines come first; the error is the single last line.
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("suf-run: error:")).collect();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("suf-run: error:"))
+        .collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert_eq!(stderr.lines().last(), Some(errors[0]));
-    assert!(errors[0].contains("--strict-sigma-match") && errors[0].contains("cls (-"), "{stderr}");
+    assert!(
+        errors[0].contains("--strict-sigma-match") && errors[0].contains("cls (-"),
+        "{stderr}"
+    );
     assert_eq!(read_json(&json)["meta"]["complete"], true);
+}
+
+#[test]
+fn tokenizer_outside_the_model_vocabulary_is_one_line() {
+    let setup = Setup::new();
+    std::fs::write(
+        setup.path("small.onnx"),
+        synthetic::to_bytes(&synthetic::causal_lm(1000, 4, 3)),
+    )
+    .unwrap();
+    let mut row = setup.row("lm", "lambada_openai");
+    row["model"] = setup.path("small.onnx").display().to_string().into();
+    let cfg = setup.write_config("c.json", vec![row]);
+    let out = suf_run(&[
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&setup.path("o.json")),
+        FLOAT_ONLY[0],
+        FLOAT_ONLY[1],
+    ]);
+    assert_one_line_error(
+        &out,
+        &[
+            "row \"lm\"",
+            "vocabulary of 1000",
+            "tokenizer does not belong",
+        ],
+    );
 }

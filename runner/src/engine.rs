@@ -152,10 +152,19 @@ impl Engine {
             };
             values.push(tensor.into_tvalue());
         }
-        let outputs = self
-            .plan
-            .run(values)
-            .map_err(|e| anyhow!("tract run failed: {e:#}"))?;
+        // A tract kernel that panics (e.g. an out-of-range Gather) must become an error
+        // naming the graph, not an abort of the whole run.
+        let outputs =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.plan.run(values)))
+                .map_err(|p| {
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    anyhow!("tract panicked while running the graph: {msg}")
+                })?
+                .map_err(|e| anyhow!("tract run failed: {e:#}"))?;
         let out = outputs
             .into_iter()
             .next()
@@ -183,6 +192,23 @@ impl Logits {
             .and_then(|v| v.as_slice::<f32>())
             .expect("validated as plain f32 in Engine::run")
     }
+}
+
+/// Rows of the token embedding (the initializer a Gather indexes with `input_ids`), if the
+/// graph has one: token ids at or above it mean the tokenizer does not belong to the model.
+pub fn embedding_rows(proto: &ModelProto) -> Option<i64> {
+    let graph = proto.graph.as_ref()?;
+    graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Gather" && n.input.get(1).is_some_and(|i| i == "input_ids"))
+        .find_map(|n| {
+            graph
+                .initializer
+                .iter()
+                .find(|t| Some(&t.name) == n.input.first())
+        })
+        .and_then(|t| t.dims.first().copied())
 }
 
 /// Reads an ONNX file into a prost ModelProto (for the float graph when the compiler is not involved).

@@ -333,6 +333,14 @@ impl RowContext<'_> {
         let global = &self.loaded.config.global;
         let framework = suf::framework();
         let proto = suf::load_model(model_path)?;
+        if let Some(rows) = crate::engine::embedding_rows(&proto) {
+            if let Some(id) = max_token_id(inputs).filter(|&id| id >= rows) {
+                bail!(
+                    "token id {id} from tokenizer {} is outside the model's vocabulary of {rows}: the tokenizer does not belong to this model",
+                    row.tokenizer
+                );
+            }
+        }
         let dir = model_path.parent();
         // Always the configured batch (short batches are padded): a shard then computes each
         // example with exactly the kernels a single run uses, so merged numbers match bit for bit.
@@ -358,6 +366,17 @@ impl RowContext<'_> {
             evaluate::evaluate(inputs, indices, &float, &suf_engines, self.pool, &progress)?;
         progress.finish_and_clear();
         Ok((evaluation.tally, evaluation.predictions))
+    }
+}
+
+fn max_token_id(inputs: &Inputs) -> Option<i64> {
+    match inputs {
+        Inputs::Classify(v) => v.iter().flat_map(|e| e.input_ids.iter()).max().copied(),
+        Inputs::Lm(v) => v
+            .iter()
+            .flat_map(|e| e.prompt.iter().chain([&e.label]))
+            .max()
+            .copied(),
     }
 }
 

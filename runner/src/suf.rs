@@ -14,7 +14,7 @@ pub fn load_model(path: &Path) -> Result<ModelProto> {
 }
 
 pub fn framework() -> tract_onnx::Onnx {
-    tract_onnx::onnx()
+    tract_onnx::onnx().with_ignore_value_info(true)
 }
 
 pub fn compile(
