@@ -1,3 +1,31 @@
-//! suf's compiler: reads ONNX models, matches transformer ops, inserts fixed-point SUF nodes.
+//! suf's compiler: reads ONNX models, matches transformer ops as whole patterns, and inserts
+//! fixed-point SUF nodes after each (SPEC.md section 2), rewriting weights to the grid.
+//!
+//! The pipeline is `onnx_io::load_model` -> `pass::compile` (normalize, match, insert) ->
+//! `onnx_io::save_model`, with `lower` for standard-ONNX output, `dump` for readable
+//! graphs and `tract_ops` to execute SUF nodes in tract.
 
+pub mod builder;
 pub mod cli;
+pub mod dump;
+pub mod graph;
+pub mod lower;
+pub mod normalize;
+pub mod onnx_io;
+pub mod pass;
+pub mod patterns;
+pub mod summary;
+pub mod tensor;
+pub mod tract_ops;
+
+pub use onnx_io::{load_model, save_model};
+pub use pass::{compile, CompileOptions, Compiled, Emulation};
+pub use patterns::OpKind;
+pub use suf_fixed::{FixedPoint, Rounding};
+pub use summary::Summary;
+pub use tract_onnx::pb::ModelProto;
+
+/// The custom-op domain of inserted nodes.
+pub const SUF_DOMAIN: &str = "ai.suf";
+/// Op type of the fused encode + wrap node (unique name: tract's registry ignores domains).
+pub const SUF_QUANTIZE: &str = "SufQuantize";

@@ -1,0 +1,137 @@
+//! Graph clean-ups applied before matching; each one is reported in the summary.
+//!
+//! - stale `value_info` is dropped: exporters' symbolic shapes clash with the fixed input
+//!   facts the runner sets (SPEC.md section 7);
+//! - inference-time `Identity` and `Dropout` nodes are removed, so patterns match through them;
+//! - `Pow(x, 2)` and `Pow(x, 3)` become multiplications: exact, what PyTorch computes, and
+//!   tract's PowConst is ~10x slower than the whole rest of a GPT-2 block (SPEC.md section 7).
+
+use crate::graph::GraphView;
+use std::collections::HashMap;
+use tract_onnx::pb::{GraphProto, NodeProto};
+
+pub fn normalize(graph: &mut GraphProto) -> Vec<String> {
+    let mut notes = vec![];
+    if !graph.value_info.is_empty() {
+        notes.push(format!("dropped {} stale value_info entries", graph.value_info.len()));
+        graph.value_info.clear();
+    }
+    let removed = remove_passthrough(graph);
+    if removed > 0 {
+        notes.push(format!("removed {removed} inference-time Identity/Dropout nodes"));
+    }
+    let pows = expand_small_pows(graph);
+    if pows > 0 {
+        notes.push(format!("rewrote {pows} Pow(x, 2|3) as multiplications"));
+    }
+    notes
+}
+
+fn remove_passthrough(graph: &mut GraphProto) -> usize {
+    let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+    let mut rename: HashMap<String, String> = HashMap::new();
+    graph.node.retain(|n| {
+        let passthrough = (n.op_type == "Identity" || n.op_type == "Dropout")
+            && !n.input.is_empty()
+            && !n.output.is_empty()
+            // Dropout's optional mask output is read by no inference graph; keep it if it is.
+            && n.output.iter().skip(1).all(|o| o.is_empty())
+            && !outputs.contains(&n.output[0]);
+        if passthrough {
+            rename.insert(n.output[0].clone(), n.input[0].clone());
+        }
+        !passthrough
+    });
+    let resolve = |name: &str| {
+        let mut name = name.to_string();
+        while let Some(next) = rename.get(&name) {
+            name = next.clone();
+        }
+        name
+    };
+    for n in graph.node.iter_mut() {
+        for i in n.input.iter_mut() {
+            if rename.contains_key(i.as_str()) {
+                *i = resolve(i);
+            }
+        }
+    }
+    rename.len()
+}
+
+fn expand_small_pows(graph: &mut GraphProto) -> usize {
+    let targets: Vec<(usize, u32)> = {
+        let view = GraphView::new(graph);
+        graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.op_type == "Pow" && n.input.len() == 2)
+            .filter_map(|(i, n)| match view.scalar(&n.input[1]) {
+                Some(e) if e == 2.0 || e == 3.0 => Some((i, e as u32)),
+                _ => None,
+            })
+            .collect()
+    };
+    for &(i, exponent) in targets.iter().rev() {
+        let pow = graph.node[i].clone();
+        let (x, y) = (&pow.input[0], &pow.output[0]);
+        let mul = |name: String, a: &str, b: &str, out: &str| NodeProto {
+            name,
+            op_type: "Mul".into(),
+            input: vec![a.into(), b.into()],
+            output: vec![out.into()],
+            ..Default::default()
+        };
+        let replacement = if exponent == 2 {
+            vec![mul(format!("{}.square", pow.name), x, x, y)]
+        } else {
+            let sq = format!("{y}.square");
+            vec![
+                mul(format!("{}.square", pow.name), x, x, &sq),
+                mul(format!("{}.cube", pow.name), &sq, x, y),
+            ]
+        };
+        graph.node.splice(i..=i, replacement);
+    }
+    targets.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::GraphBuilder;
+
+    #[test]
+    fn removes_identity_and_expands_cube() {
+        let mut b = GraphBuilder::new("n");
+        b.input_f32("x", &[4]);
+        b.scalar("three", 3.0);
+        b.node("Identity", &["x"], &["xi"]);
+        b.node("Dropout", &["xi"], &["xd"]);
+        b.node("Pow", &["xd", "three"], &["cube"]);
+        b.node("Relu", &["cube"], &["y"]);
+        b.output("y");
+        let mut g = b.build().graph.unwrap();
+        let notes = normalize(&mut g);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Mul", "Mul", "Relu"]);
+        assert_eq!(g.node[0].input, ["x", "x"]);
+        assert_eq!(g.node[1].input[1], "x");
+        assert_eq!(g.node[1].output[0], "cube");
+    }
+
+    #[test]
+    fn keeps_identity_that_is_a_graph_output_and_other_pows() {
+        let mut b = GraphBuilder::new("n");
+        b.input_f32("x", &[4]);
+        b.scalar("half", 0.5);
+        b.node("Pow", &["x", "half"], &["r"]);
+        b.node("Identity", &["r"], &["y"]);
+        b.output("y");
+        let mut g = b.build().graph.unwrap();
+        assert!(normalize(&mut g).is_empty());
+        assert_eq!(g.node.len(), 2);
+    }
+}

@@ -1,0 +1,520 @@
+//! Finding the places where SUF nodes go: single ops and whole multi-node patterns.
+//!
+//! Patterns are matched as wholes (SPEC.md section 2): one SUF node after the GELU's final
+//! Mul, not one per inner op; the Adds inside a LayerNorm are part of the LayerNorm.
+
+use crate::graph::GraphView;
+use crate::tensor::dtype;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::str::FromStr;
+
+/// The kinds of op a SUF node can follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    Embedding,
+    MatMul,
+    Add,
+    LayerNorm,
+    RmsNorm,
+    Softmax,
+    Gelu,
+    Silu,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 8] = [
+        OpKind::Embedding,
+        OpKind::MatMul,
+        OpKind::Add,
+        OpKind::LayerNorm,
+        OpKind::RmsNorm,
+        OpKind::Softmax,
+        OpKind::Gelu,
+        OpKind::Silu,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Embedding => "embedding",
+            OpKind::MatMul => "matmul",
+            OpKind::Add => "add",
+            OpKind::LayerNorm => "layernorm",
+            OpKind::RmsNorm => "rmsnorm",
+            OpKind::Softmax => "softmax",
+            OpKind::Gelu => "gelu",
+            OpKind::Silu => "silu",
+        }
+    }
+}
+
+impl fmt::Display for OpKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OpKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let lower = s.to_ascii_lowercase();
+        OpKind::ALL.into_iter().find(|k| k.as_str() == lower).ok_or_else(|| {
+            let names: Vec<&str> = OpKind::ALL.iter().map(|k| k.as_str()).collect();
+            format!("unknown op kind `{s}` (expected one of {})", names.join(", "))
+        })
+    }
+}
+
+/// One place where a SUF node goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    pub kind: OpKind,
+    /// How it was recognised, e.g. "erf pattern" or "LayerNormalization op".
+    pub form: &'static str,
+    /// The tensor the SUF node quantizes: the final output of the op or pattern.
+    pub anchor: String,
+    /// Nodes making up the op or pattern (indices into `graph.node`).
+    pub nodes: Vec<usize>,
+    /// Float initializers of the op (weights, biases, gamma, beta, tables) to encode.
+    pub params: Vec<String>,
+}
+
+/// An op of a matchable kind that gets no SUF node, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Untouched {
+    pub node: String,
+    pub op: String,
+    pub reason: String,
+}
+
+pub const MASK_BIAS: &str = "attention-mask bias";
+pub const NOT_DATA: &str = "shape/index arithmetic, not model data";
+
+#[derive(Debug, Default)]
+pub struct Matches {
+    pub sites: Vec<Site>,
+    pub untouched: Vec<Untouched>,
+}
+
+/// Finds every site. `mask_bound` is the magnitude from which a constant operand of an Add
+/// counts as a mask fill (2^(n-1-f): it would wrap in the ring).
+pub fn find_sites(view: &GraphView, mask_bound: f64) -> Matches {
+    let mut m = Matches::default();
+    let mut covered: HashSet<usize> = HashSet::new();
+    let composite: [fn(&GraphView, usize) -> Option<Site>; 5] =
+        [layer_norm_decomposed, rms_norm, gelu_erf, gelu_tanh, silu];
+    for matcher in composite {
+        for i in 0..view.graph.node.len() {
+            if covered.contains(&i) {
+                continue;
+            }
+            if let Some(site) = matcher(view, i) {
+                if site.nodes.iter().any(|n| covered.contains(n)) {
+                    continue;
+                }
+                covered.extend(site.nodes.iter().copied());
+                m.sites.push(site);
+            }
+        }
+    }
+    let data = data_tensors(view);
+    for (i, n) in view.graph.node.iter().enumerate() {
+        if covered.contains(&i) || n.output.is_empty() {
+            continue;
+        }
+        let single = |kind, form| Site {
+            kind,
+            form,
+            anchor: n.output[0].clone(),
+            nodes: vec![i],
+            params: float_initializers(view, &n.input),
+        };
+        match n.op_type.as_str() {
+            "MatMul" => m.sites.push(single(OpKind::MatMul, "MatMul op")),
+            "Gemm" => m.sites.push(single(OpKind::MatMul, "Gemm op")),
+            "LayerNormalization" => m.sites.push(single(OpKind::LayerNorm, "LayerNormalization op")),
+            "SimplifiedLayerNormalization" | "RMSNormalization" => {
+                m.sites.push(single(OpKind::RmsNorm, "RMSNormalization op"))
+            }
+            "Softmax" => m.sites.push(single(OpKind::Softmax, "Softmax op")),
+            "Gelu" => m.sites.push(single(OpKind::Gelu, "Gelu op")),
+            "Gather" if is_float_table(view, &n.input[0]) => m.sites.push(Site {
+                params: vec![n.input[0].clone()],
+                ..single(OpKind::Embedding, "Gather of an embedding table")
+            }),
+            "Add" => match classify_add(view, i, &data, mask_bound) {
+                AddRole::Data => m.sites.push(single(OpKind::Add, "Add op")),
+                AddRole::MaskBias => m.untouched.push(untouched(view, i, MASK_BIAS)),
+                AddRole::NotData => m.untouched.push(untouched(view, i, NOT_DATA)),
+            },
+            _ => {}
+        }
+    }
+    m.sites.sort_by_key(|s| s.nodes.iter().max().copied());
+    m
+}
+
+fn untouched(view: &GraphView, i: usize, reason: &str) -> Untouched {
+    let n = view.node(i);
+    Untouched { node: n.name.clone(), op: n.op_type.clone(), reason: reason.into() }
+}
+
+fn float_initializers(view: &GraphView, names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|name| view.initializer(name).is_some_and(|t| t.data_type == dtype::FLOAT))
+        .cloned()
+        .collect()
+}
+
+fn is_float_table(view: &GraphView, name: &str) -> bool {
+    view.initializer(name).is_some_and(|t| t.data_type == dtype::FLOAT && t.dims.len() == 2)
+}
+
+/// Tensors that carry model data (activations), as opposed to shapes, indices and masks.
+///
+/// Seeded by float graph inputs, embedding lookups and matrix products, propagated through
+/// every op except those that only look at shapes or compare values.
+pub fn data_tensors(view: &GraphView) -> HashSet<String> {
+    const NOT_PROPAGATING: [&str; 14] = [
+        "Shape", "Size", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not",
+        "And", "Or", "ArgMax", "ArgMin", "NonZero", "ConstantOfShape",
+    ];
+    let mut data: HashSet<String> = view
+        .graph
+        .input
+        .iter()
+        .filter(|v| is_float_value(v))
+        .map(|v| v.name.clone())
+        .collect();
+    for n in &view.graph.node {
+        let op = n.op_type.as_str();
+        let seeded = matches!(op, "MatMul" | "Gemm")
+            || (op == "Gather" && is_float_table(view, &n.input[0]));
+        let propagates = match op {
+            _ if NOT_PROPAGATING.contains(&op) => false,
+            "Where" => n.input.iter().skip(1).any(|i| data.contains(i)),
+            "Cast" => {
+                data.contains(&n.input[0])
+                    && n.attribute.iter().any(|a| {
+                        a.name == "to" && matches!(a.i as i32, dtype::FLOAT | dtype::DOUBLE | 10 | 16)
+                    })
+            }
+            _ => n.input.iter().any(|i| data.contains(i)),
+        };
+        if seeded || propagates {
+            data.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
+        }
+    }
+    data
+}
+
+fn is_float_value(v: &tract_onnx::pb::ValueInfoProto) -> bool {
+    use tract_onnx::pb::type_proto::Value;
+    matches!(
+        v.r#type.as_ref().and_then(|t| t.value.as_ref()),
+        Some(Value::TensorType(t)) if t.elem_type == dtype::FLOAT || t.elem_type == dtype::DOUBLE
+    )
+}
+
+enum AddRole {
+    Data,
+    MaskBias,
+    NotData,
+}
+
+/// An Add on data whose other operand is built from the graph's inputs without passing
+/// through data (the attention mask turned into an additive bias), or is a constant so
+/// large it would wrap in the ring, is a mask bias: encoding it would destroy the masking.
+fn classify_add(
+    view: &GraphView,
+    i: usize,
+    data: &HashSet<String>,
+    mask_bound: f64,
+) -> AddRole {
+    let n = view.node(i);
+    if !data.contains(&n.output[0]) {
+        return AddRole::NotData;
+    }
+    for operand in &n.input {
+        if data.contains(operand) {
+            continue;
+        }
+        if let Some(values) = view.constant(operand) {
+            if values.iter().any(|v| v.abs() >= mask_bound) {
+                return AddRole::MaskBias;
+            }
+            continue;
+        }
+        let from_inputs = match view.producer(operand) {
+            None => view.is_input(operand),
+            Some(p) => std::iter::once(p)
+                .chain(view.ancestors(p))
+                .any(|a| view.node(a).input.iter().any(|t| view.is_input(t))),
+        };
+        if from_inputs {
+            return AddRole::MaskBias;
+        }
+    }
+    AddRole::Data
+}
+
+// ---- composite patterns -------------------------------------------------------------
+
+/// `x - mean(x)` normalised by `sqrt(mean((x - mean)^2) + eps)`, then optional `* gamma`
+/// and `+ beta` (the opset < 17 export of LayerNorm).
+fn layer_norm_decomposed(view: &GraphView, div: usize) -> Option<Site> {
+    let n = view.node(div);
+    if n.op_type != "Div" || n.input.len() != 2 {
+        return None;
+    }
+    let centered = &n.input[0];
+    let sub = view.producer_op(centered, "Sub")?;
+    let x = &view.node(sub).input[0];
+    let mean = view.producer_op(&view.node(sub).input[1], "ReduceMean")?;
+    (view.node(mean).input[0] == *x).then_some(())?;
+    let sqrt = view.producer_op(&n.input[1], "Sqrt")?;
+    let (add_eps, var) = add_with_constant(view, &view.node(sqrt).input[0])?;
+    let var_mean = view.producer_op(var, "ReduceMean")?;
+    let square = square_of(view, &view.node(var_mean).input[0], centered)?;
+    let mut nodes = vec![mean, sub, square, var_mean, add_eps, sqrt, div];
+    let (anchor, params) = affine_tail(view, &n.output[0], &mut nodes);
+    Some(Site { kind: OpKind::LayerNorm, form: "decomposed pattern", anchor, nodes, params })
+}
+
+/// `x / sqrt(mean(x^2) + eps)` (or `x * (1 / sqrt(..))`), then `* weight` (Llama's RMSNorm).
+fn rms_norm(view: &GraphView, sqrt: usize) -> Option<Site> {
+    let n = view.node(sqrt);
+    if n.op_type != "Sqrt" {
+        return None;
+    }
+    let (add_eps, ms) = add_with_constant(view, &n.input[0])?;
+    let mean = view.producer_op(ms, "ReduceMean")?;
+    let sq_out = &view.node(mean).input[0];
+    let sq = view.producer(sq_out)?;
+    let x = view.node(sq).input.first()?.clone();
+    square_of(view, sq_out, &x)?;
+    let s = &n.output[0];
+    let mut nodes = vec![sq, mean, add_eps, sqrt];
+    let normed = if let Some(div) = view.sole_consumer_op(s, "Div") {
+        let d = view.node(div);
+        if d.input[0] == x {
+            nodes.push(div);
+            d.output[0].clone()
+        } else if view.is_scalar(&d.input[0], 1.0, 0.0) {
+            let mul = view.sole_consumer_op(&d.output[0], "Mul")?;
+            (view.other_input(mul, &d.output[0])? == x).then_some(())?;
+            nodes.extend([div, mul]);
+            view.node(mul).output[0].clone()
+        } else {
+            return None;
+        }
+    } else {
+        let rec = view.sole_consumer_op(s, "Reciprocal")?;
+        let out = &view.node(rec).output[0];
+        let mul = view.sole_consumer_op(out, "Mul")?;
+        (view.other_input(mul, out)? == x).then_some(())?;
+        nodes.extend([rec, mul]);
+        view.node(mul).output[0].clone()
+    };
+    // Exporters may cast back to the activation type before the weight.
+    let mut cur = normed;
+    while let Some(cast) = view.sole_consumer_op(&cur, "Cast") {
+        nodes.push(cast);
+        cur = view.node(cast).output[0].clone();
+    }
+    let mut params = vec![];
+    if let Some(mul) = view.sole_consumer_op(&cur, "Mul") {
+        let w = view.other_input(mul, &cur)?;
+        if view.initializer(w).is_some() {
+            nodes.push(mul);
+            params.push(w.to_string());
+            cur = view.node(mul).output[0].clone();
+        }
+    }
+    Some(Site { kind: OpKind::RmsNorm, form: "decomposed pattern", anchor: cur, nodes, params })
+}
+
+/// `x * 0.5 * (1 + erf(x / sqrt(2)))`, any association of the products.
+fn gelu_erf(view: &GraphView, erf: usize) -> Option<Site> {
+    let n = view.node(erf);
+    if n.op_type != "Erf" {
+        return None;
+    }
+    let scaled = view.producer(&n.input[0])?;
+    let s = view.node(scaled);
+    let x = match s.op_type.as_str() {
+        "Div" if view.is_scalar(&s.input[1], std::f64::consts::SQRT_2, 1e-4) => &s.input[0],
+        "Mul" => {
+            let c = std::f64::consts::FRAC_1_SQRT_2;
+            if view.is_scalar(&s.input[1], c, 1e-4) {
+                &s.input[0]
+            } else if view.is_scalar(&s.input[0], c, 1e-4) {
+                &s.input[1]
+            } else {
+                return None;
+            }
+        }
+        _ => return None,
+    };
+    let (add_one, _) = add_constant_consumer(view, &n.output[0], 1.0)?;
+    let mut nodes = vec![scaled, erf, add_one];
+    let anchor = half_x_tail(view, &view.node(add_one).output[0], x, &mut nodes)?;
+    Some(Site { kind: OpKind::Gelu, form: "erf pattern", anchor, nodes, params: vec![] })
+}
+
+/// GPT-2's gelu_new: `0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))`.
+fn gelu_tanh(view: &GraphView, tanh: usize) -> Option<Site> {
+    let n = view.node(tanh);
+    if n.op_type != "Tanh" {
+        return None;
+    }
+    let (scale_mul, inner) = mul_with_constant(view, &n.input[0], 0.7978845608, 1e-4)?;
+    let inner_add = view.producer_op(inner, "Add")?;
+    let [a, b] = view.node(inner_add).input.as_slice() else { return None };
+    let (x, cubic_term) = if is_cubic_term(view, b, a) {
+        (a, b)
+    } else if is_cubic_term(view, a, b) {
+        (b, a)
+    } else {
+        return None;
+    };
+    let (coef_mul, cube) = mul_with_constant(view, cubic_term, 0.044715, 1e-6)?;
+    let mut nodes = cube_nodes(view, cube, x)?;
+    nodes.extend([coef_mul, inner_add, scale_mul, tanh]);
+    let (add_one, _) = add_constant_consumer(view, &n.output[0], 1.0)?;
+    nodes.push(add_one);
+    let anchor = half_x_tail(view, &view.node(add_one).output[0], x, &mut nodes)?;
+    Some(Site { kind: OpKind::Gelu, form: "tanh pattern (gelu_new)", anchor, nodes, params: vec![] })
+}
+
+/// `x * sigmoid(x)`.
+fn silu(view: &GraphView, sig: usize) -> Option<Site> {
+    let n = view.node(sig);
+    if n.op_type != "Sigmoid" {
+        return None;
+    }
+    let x = &n.input[0];
+    let mul = view.sole_consumer_op(&n.output[0], "Mul")?;
+    (view.other_input(mul, &n.output[0])? == x).then_some(())?;
+    let anchor = view.node(mul).output[0].clone();
+    Some(Site { kind: OpKind::Silu, form: "x*Sigmoid(x) pattern", anchor, nodes: vec![sig, mul], params: vec![] })
+}
+
+// ---- pattern helpers ----------------------------------------------------------------
+
+/// `Add(t, c)` producing `tensor` with a constant `c`: returns (add node, t).
+fn add_with_constant<'a>(view: &'a GraphView, tensor: &str) -> Option<(usize, &'a str)> {
+    let add = view.producer_op(tensor, "Add")?;
+    let [a, b] = view.node(add).input.as_slice() else { return None };
+    if view.scalar(b).is_some() {
+        Some((add, a))
+    } else if view.scalar(a).is_some() {
+        Some((add, b))
+    } else {
+        None
+    }
+}
+
+/// `Mul(t, c)` producing `tensor` with `c` close to `value`: returns (mul node, t).
+fn mul_with_constant<'a>(
+    view: &'a GraphView,
+    tensor: &str,
+    value: f64,
+    tol: f64,
+) -> Option<(usize, &'a str)> {
+    let mul = view.producer_op(tensor, "Mul")?;
+    let [a, b] = view.node(mul).input.as_slice() else { return None };
+    if view.is_scalar(b, value, tol) {
+        Some((mul, a))
+    } else if view.is_scalar(a, value, tol) {
+        Some((mul, b))
+    } else {
+        None
+    }
+}
+
+/// The sole consumer `Add(tensor, value)`: returns (add node, tensor).
+fn add_constant_consumer<'a>(view: &'a GraphView, tensor: &'a str, value: f64) -> Option<(usize, &'a str)> {
+    let add = view.sole_consumer_op(tensor, "Add")?;
+    let other = view.other_input(add, tensor)?;
+    view.is_scalar(other, value, 1e-6).then_some((add, tensor))
+}
+
+/// The node computing `tensor = x^2` (Pow(x, 2) or Mul(x, x)).
+fn square_of(view: &GraphView, tensor: &str, x: &str) -> Option<usize> {
+    let p = view.producer(tensor)?;
+    let n = view.node(p);
+    match n.op_type.as_str() {
+        "Mul" if n.input[0] == x && n.input[1] == x => Some(p),
+        "Pow" if n.input[0] == x && view.is_scalar(&n.input[1], 2.0, 0.0) => Some(p),
+        _ => None,
+    }
+}
+
+fn is_cubic_term(view: &GraphView, term: &str, x: &str) -> bool {
+    mul_with_constant(view, term, 0.044715, 1e-6)
+        .is_some_and(|(_, cube)| cube_nodes(view, cube, x).is_some())
+}
+
+/// The nodes computing `cube = x^3`: Pow(x, 3), or Mul(Mul(x, x), x) after normalisation.
+fn cube_nodes(view: &GraphView, cube: &str, x: &str) -> Option<Vec<usize>> {
+    let p = view.producer(cube)?;
+    let n = view.node(p);
+    match n.op_type.as_str() {
+        "Pow" if n.input[0] == x && view.is_scalar(&n.input[1], 3.0, 0.0) => Some(vec![p]),
+        "Mul" => {
+            let sq = view.other_input(p, x)?;
+            Some(vec![square_of(view, sq, x)?, p])
+        }
+        _ => None,
+    }
+}
+
+/// The closing `* x * 0.5` of a GELU, in any association: `(0.5*x) * u`, `(x*u) * 0.5`
+/// or `(u*0.5) * x`. Adds its nodes; returns the GELU's output tensor.
+fn half_x_tail(view: &GraphView, u: &str, x: &str, nodes: &mut Vec<usize>) -> Option<String> {
+    let m1 = view.sole_consumer_op(u, "Mul")?;
+    let other = view.other_input(m1, u)?;
+    let m1_out = &view.node(m1).output[0];
+    if other == x || view.is_scalar(other, 0.5, 0.0) {
+        let m2 = view.sole_consumer_op(m1_out, "Mul")?;
+        let last = view.other_input(m2, m1_out)?;
+        let ok = if other == x { view.is_scalar(last, 0.5, 0.0) } else { last == x };
+        ok.then_some(())?;
+        nodes.extend([m1, m2]);
+        return Some(view.node(m2).output[0].clone());
+    }
+    let (m0, base) = mul_with_constant(view, other, 0.5, 0.0)?;
+    (base == x && view.consumers(other).len() == 1).then_some(())?;
+    nodes.extend([m0, m1]);
+    Some(m1_out.clone())
+}
+
+/// The optional `* gamma + beta` after a normalisation; extends `nodes`, returns the
+/// output tensor and the parameters.
+fn affine_tail(view: &GraphView, normed: &str, nodes: &mut Vec<usize>) -> (String, Vec<String>) {
+    let mut cur = normed.to_string();
+    let mut params = vec![];
+    for op in ["Mul", "Add"] {
+        let Some(node) = view.sole_consumer_op(&cur, op) else { break };
+        let Some(p) = view.other_input(node, &cur) else { break };
+        if view.initializer(p).is_none() {
+            break;
+        }
+        params.push(p.to_string());
+        nodes.push(node);
+        cur = view.node(node).output[0].clone();
+    }
+    (cur, params)
+}
+
+/// Kinds named by `--only` / `--skip`, resolved against the full set.
+pub fn selected_kinds(only: Option<&BTreeSet<OpKind>>, skip: &BTreeSet<OpKind>) -> BTreeSet<OpKind> {
+    OpKind::ALL
+        .into_iter()
+        .filter(|k| only.is_none_or(|o| o.contains(k)) && !skip.contains(k))
+        .collect()
+}

@@ -1,0 +1,73 @@
+//! What a compilation did, for people (Display) and tools (Serialize).
+
+use crate::patterns::{OpKind, Untouched};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub n_bits: u32,
+    pub frac_bits: u32,
+    pub rounding: String,
+    pub emulation: String,
+    pub lowered: bool,
+    /// SUF nodes inserted, per op kind.
+    pub inserted: BTreeMap<OpKind, usize>,
+    /// How the sites were recognised ("gelu: erf pattern" -> count).
+    pub forms: BTreeMap<String, usize>,
+    /// Float initializers rewritten to fixed-point values.
+    pub initializers_rewritten: usize,
+    /// Matchable ops left without a SUF node, with the reason.
+    pub untouched: Vec<Untouched>,
+    /// Graph clean-ups applied before matching.
+    pub normalizations: Vec<String>,
+}
+
+impl Summary {
+    pub fn total_inserted(&self) -> usize {
+        self.inserted.values().sum()
+    }
+
+    pub fn count(&self, kind: OpKind) -> usize {
+        self.inserted.get(&kind).copied().unwrap_or(0)
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "inserted {} SUF nodes (n_bits={}, frac_bits={}, rounding={}, emulation={}{})",
+            self.total_inserted(),
+            self.n_bits,
+            self.frac_bits,
+            self.rounding,
+            self.emulation,
+            if self.lowered { ", lowered to standard ONNX ops" } else { "" }
+        )?;
+        for (kind, count) in &self.inserted {
+            writeln!(f, "  {:<10} {count:>5}", kind.as_str())?;
+        }
+        for (form, count) in &self.forms {
+            writeln!(f, "    {form}: {count}")?;
+        }
+        writeln!(f, "rewrote {} initializers to the 2^-{} grid", self.initializers_rewritten, self.frac_bits)?;
+        let mut by_reason: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+        for u in &self.untouched {
+            by_reason.entry((&u.op, &u.reason)).or_default().push(&u.node);
+        }
+        if !by_reason.is_empty() {
+            writeln!(f, "left untouched:")?;
+        }
+        for ((op, reason), nodes) in by_reason {
+            let shown: Vec<&str> = nodes.iter().take(4).copied().collect();
+            let more = if nodes.len() > 4 { format!(", ... ({} more)", nodes.len() - 4) } else { String::new() };
+            writeln!(f, "  {:>4} {op:<8} {reason}: {}{more}", nodes.len(), shown.join(", "))?;
+        }
+        for n in &self.normalizations {
+            writeln!(f, "normalised: {n}")?;
+        }
+        Ok(())
+    }
+}
