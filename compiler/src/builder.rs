@@ -14,7 +14,13 @@ pub struct GraphBuilder {
 
 impl GraphBuilder {
     pub fn new(name: &str) -> Self {
-        GraphBuilder { graph: GraphProto { name: name.into(), ..Default::default() }, opset: 17 }
+        GraphBuilder {
+            graph: GraphProto {
+                name: name.into(),
+                ..Default::default()
+            },
+            opset: 17,
+        }
     }
 
     pub fn opset(&mut self, version: i64) -> &mut Self {
@@ -23,12 +29,16 @@ impl GraphBuilder {
     }
 
     pub fn input_f32(&mut self, name: &str, dims: &[i64]) -> &mut Self {
-        self.graph.input.push(value_info(name, dtype::FLOAT, Some(dims)));
+        self.graph
+            .input
+            .push(value_info(name, dtype::FLOAT, Some(dims)));
         self
     }
 
     pub fn input_i64(&mut self, name: &str, dims: &[i64]) -> &mut Self {
-        self.graph.input.push(value_info(name, dtype::INT64, Some(dims)));
+        self.graph
+            .input
+            .push(value_info(name, dtype::INT64, Some(dims)));
         self
     }
 
@@ -79,7 +89,10 @@ impl GraphBuilder {
         ModelProto {
             ir_version: 8,
             producer_name: "suf-builder".into(),
-            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: self.opset }],
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: self.opset,
+            }],
             graph: Some(self.graph.clone()),
             ..Default::default()
         }
@@ -90,13 +103,19 @@ fn value_info(name: &str, elem_type: i32, dims: Option<&[i64]>) -> ValueInfoProt
     let shape = dims.map(|dims| TensorShapeProto {
         dim: dims
             .iter()
-            .map(|&d| Dimension { value: Some(DimValue::DimValue(d)), ..Default::default() })
+            .map(|&d| Dimension {
+                value: Some(DimValue::DimValue(d)),
+                ..Default::default()
+            })
             .collect(),
     });
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type, shape })),
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type,
+                shape,
+            })),
             ..Default::default()
         }),
         ..Default::default()
@@ -104,7 +123,12 @@ fn value_info(name: &str, elem_type: i32, dims: Option<&[i64]>) -> ValueInfoProt
 }
 
 pub fn attr_int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    }
 }
 
 pub fn attr_float(name: &str, f: f32) -> AttributeProto {

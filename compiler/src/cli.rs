@@ -98,8 +98,8 @@ fn run(args: Args) -> Result<()> {
         skip: args.skip.into_iter().collect::<BTreeSet<_>>(),
         lower: args.lower,
     };
-    let compiled = compile(&model, &opts)
-        .with_context(|| format!("compiling {}", args.model.display()))?;
+    let compiled =
+        compile(&model, &opts).with_context(|| format!("compiling {}", args.model.display()))?;
     if let Some(path) = &args.dump {
         let text = dump(&compiled.model, Some(&compiled.summary), args.dump_format)?;
         write_atomic(path, text.as_bytes())?;

@@ -24,13 +24,17 @@ impl FromStr for DumpFormat {
             "text" => Ok(DumpFormat::Text),
             "dot" => Ok(DumpFormat::Dot),
             "json" => Ok(DumpFormat::Json),
-            _ => Err(format!("unknown dump format `{s}` (expected text, dot or json)")),
+            _ => Err(format!(
+                "unknown dump format `{s}` (expected text, dot or json)"
+            )),
         }
     }
 }
 
 pub fn dump(model: &ModelProto, summary: Option<&Summary>, format: DumpFormat) -> Result<String> {
-    let Some(graph) = model.graph.as_ref() else { bail!("model has no graph") };
+    let Some(graph) = model.graph.as_ref() else {
+        bail!("model has no graph")
+    };
     Ok(match format {
         DumpFormat::Text => text(graph, summary),
         DumpFormat::Dot => dot(graph),
@@ -95,11 +99,19 @@ fn text(graph: &GraphProto, summary: Option<&Summary>) -> String {
         let _ = writeln!(out, "input  {}", with_shape(&v.name));
     }
     for (i, n) in graph.node.iter().enumerate() {
-        let marker = if n.op_type == SUF_QUANTIZE { "SUF " } else { "    " };
+        let marker = if n.op_type == SUF_QUANTIZE {
+            "SUF "
+        } else {
+            "    "
+        };
         let ins: Vec<String> = n.input.iter().map(with_shape).collect();
         let outs: Vec<String> = n.output.iter().map(with_shape).collect();
         let attrs: Vec<String> = if n.op_type == SUF_QUANTIZE || n.attribute.len() <= 4 {
-            n.attribute.iter().filter(|a| a.name != "value").map(attr_text).collect()
+            n.attribute
+                .iter()
+                .filter(|a| a.name != "value")
+                .map(attr_text)
+                .collect()
         } else {
             vec![format!("{} attributes", n.attribute.len())]
         };
@@ -110,7 +122,11 @@ fn text(graph: &GraphProto, summary: Option<&Summary>) -> String {
             n.name,
             ins.join(", "),
             outs.join(", "),
-            if attrs.is_empty() { String::new() } else { format!("  {{{}}}", attrs.join(" ")) }
+            if attrs.is_empty() {
+                String::new()
+            } else {
+                format!("  {{{}}}", attrs.join(" "))
+            }
         );
     }
     for v in &graph.output {
@@ -130,13 +146,22 @@ fn dot(graph: &GraphProto) -> String {
         } else {
             ""
         };
-        let _ = writeln!(out, "  n{i} [label=\"{}\\n{}\"{style}];", n.op_type, escape(&n.name));
+        let _ = writeln!(
+            out,
+            "  n{i} [label=\"{}\\n{}\"{style}];",
+            n.op_type,
+            escape(&n.name)
+        );
         for o in &n.output {
             producer.insert(o, i);
         }
     }
     for v in &graph.input {
-        let _ = writeln!(out, "  \"in:{0}\" [label=\"{0}\", shape=ellipse];", escape(&v.name));
+        let _ = writeln!(
+            out,
+            "  \"in:{0}\" [label=\"{0}\", shape=ellipse];",
+            escape(&v.name)
+        );
     }
     for (i, n) in graph.node.iter().enumerate() {
         for input in &n.input {
@@ -166,7 +191,10 @@ fn json_value(graph: &GraphProto, summary: Option<&Summary>) -> Value {
                 .iter()
                 .filter(|a| a.name != "value")
                 .map(|a| {
-                    let (k, v) = attr_text(a).split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).unwrap_or_default();
+                    let (k, v) = attr_text(a)
+                        .split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .unwrap_or_default();
                     (k, Value::String(v))
                 })
                 .collect();

@@ -44,7 +44,11 @@ impl<'a> GraphView<'a> {
             graph,
             producer,
             consumers,
-            initializers: graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect(),
+            initializers: graph
+                .initializer
+                .iter()
+                .map(|t| (t.name.as_str(), t))
+                .collect(),
             inputs: graph.input.iter().map(|v| v.name.as_str()).collect(),
             outputs: graph.output.iter().map(|v| v.name.as_str()).collect(),
             flow,
@@ -61,7 +65,8 @@ impl<'a> GraphView<'a> {
 
     /// The producing node if it has the given op type.
     pub fn producer_op(&self, tensor: &str, op: &str) -> Option<usize> {
-        self.producer(tensor).filter(|&p| self.node(p).op_type == op)
+        self.producer(tensor)
+            .filter(|&p| self.node(p).op_type == op)
     }
 
     pub fn consumers(&self, tensor: &str) -> &[usize] {
@@ -111,7 +116,8 @@ impl<'a> GraphView<'a> {
 
     /// True if the tensor is a one-element constant within `tol` of `value`.
     pub fn is_scalar(&self, tensor: &str, value: f64, tol: f64) -> bool {
-        self.scalar(tensor).is_some_and(|v| (v - value).abs() <= tol)
+        self.scalar(tensor)
+            .is_some_and(|v| (v - value).abs() <= tol)
     }
 
     /// Nodes whose outputs flow into `node` (its backward cone), `node` excluded.

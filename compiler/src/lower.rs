@@ -16,7 +16,10 @@ pub const MAX_LOWERED_N_BITS: u32 = 53;
 const MAGIC: f64 = 6755399441055744.0; // 1.5 * 2^52
 
 pub fn lower(model: &mut ModelProto) -> Result<()> {
-    let graph = model.graph.as_mut().ok_or_else(|| anyhow!("model has no graph"))?;
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| anyhow!("model has no graph"))?;
     let mut i = 0;
     while i < graph.node.len() {
         if graph.node[i].op_type == SUF_QUANTIZE && graph.node[i].domain == SUF_DOMAIN {
@@ -72,7 +75,12 @@ fn expand_node(graph: &mut GraphProto, node: &NodeProto) -> Result<Vec<NodeProto
         });
         t(output)
     };
-    let x = op("Cast", &[&node.input[0]], "x64", vec![attr_int("to", dtype::DOUBLE as i64)]);
+    let x = op(
+        "Cast",
+        &[&node.input[0]],
+        "x64",
+        vec![attr_int("to", dtype::DOUBLE as i64)],
+    );
     let v = op("Mul", &[&x, &scale], "scaled", vec![]);
     let q = match rounding {
         Rounding::Round => {
@@ -93,7 +101,12 @@ fn expand_node(graph: &mut GraphProto, node: &NodeProto) -> Result<Vec<NodeProto
     let back = op("Mul", &[&whole, &ring], "wrapped_away", vec![]);
     let w = op("Sub", &[&q, &back], "wrapped", vec![]);
     let y = op("Mul", &[&w, &inv_scale], "decoded", vec![]);
-    op("Cast", &[&y], "y32", vec![attr_int("to", dtype::FLOAT as i64)]);
+    op(
+        "Cast",
+        &[&y],
+        "y32",
+        vec![attr_int("to", dtype::FLOAT as i64)],
+    );
     out.last_mut().expect("pushed").output = vec![node.output[0].clone()];
     Ok(out)
 }

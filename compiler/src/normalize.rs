@@ -13,12 +13,17 @@ use tract_onnx::pb::{GraphProto, NodeProto};
 pub fn normalize(graph: &mut GraphProto) -> Vec<String> {
     let mut notes = vec![];
     if !graph.value_info.is_empty() {
-        notes.push(format!("dropped {} stale value_info entries", graph.value_info.len()));
+        notes.push(format!(
+            "dropped {} stale value_info entries",
+            graph.value_info.len()
+        ));
         graph.value_info.clear();
     }
     let removed = remove_passthrough(graph);
     if removed > 0 {
-        notes.push(format!("removed {removed} inference-time Identity/Dropout nodes"));
+        notes.push(format!(
+            "removed {removed} inference-time Identity/Dropout nodes"
+        ));
     }
     let pows = expand_small_pows(graph);
     if pows > 0 {

@@ -18,14 +18,21 @@ pub fn load_model(path: &Path) -> Result<ModelProto> {
         std::io::ErrorKind::NotFound => anyhow!("model file not found: {}", path.display()),
         _ => anyhow!("cannot read model file {}: {e}", path.display()),
     })?;
-    let mut model = ModelProto::decode(bytes.as_slice())
-        .map_err(|e| anyhow!("{} is not a valid ONNX model (protobuf: {e})", path.display()))?;
+    let mut model = ModelProto::decode(bytes.as_slice()).map_err(|e| {
+        anyhow!(
+            "{} is not a valid ONNX model (protobuf: {e})",
+            path.display()
+        )
+    })?;
     let graph = model
         .graph
         .as_mut()
         .ok_or_else(|| anyhow!("{} is not an ONNX model: it has no graph", path.display()))?;
     if model.ir_version <= 0 || graph.node.is_empty() {
-        bail!("{} is not an ONNX model: no ir_version or no nodes", path.display());
+        bail!(
+            "{} is not an ONNX model: no ir_version or no nodes",
+            path.display()
+        );
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     for t in graph.initializer.iter_mut() {
@@ -42,17 +49,29 @@ fn resolve_external(t: &mut TensorProto, dir: &Path) -> Result<()> {
     if !is_external(t) {
         return Ok(());
     }
-    let entry = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.as_str());
+    let entry = |k: &str| {
+        t.external_data
+            .iter()
+            .find(|e| e.key == k)
+            .map(|e| e.value.as_str())
+    };
     let location = entry("location")
         .ok_or_else(|| anyhow!("tensor {} has external data without a location", t.name))?;
     let offset: u64 = entry("offset").map(str::parse).transpose()?.unwrap_or(0);
     let length: Option<u64> = entry("length").map(str::parse).transpose()?;
     if Path::new(location).is_absolute() || location.contains("..") {
-        bail!("tensor {}: external data location {location:?} must stay beside the model", t.name);
+        bail!(
+            "tensor {}: external data location {location:?} must stay beside the model",
+            t.name
+        );
     }
     let file_path = dir.join(location);
     let mut file = fs::File::open(&file_path).map_err(|e| {
-        anyhow!("tensor {}: cannot open external data {}: {e}", t.name, file_path.display())
+        anyhow!(
+            "tensor {}: cannot open external data {}: {e}",
+            t.name,
+            file_path.display()
+        )
     })?;
     file.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
@@ -60,7 +79,11 @@ fn resolve_external(t: &mut TensorProto, dir: &Path) -> Result<()> {
         Some(n) => {
             buf.resize(n as usize, 0);
             file.read_exact(&mut buf).map_err(|e| {
-                anyhow!("tensor {}: external data {} is truncated: {e}", t.name, file_path.display())
+                anyhow!(
+                    "tensor {}: external data {} is truncated: {e}",
+                    t.name,
+                    file_path.display()
+                )
             })?;
         }
         None => {
@@ -83,12 +106,17 @@ pub fn save_model(model: &ModelProto, path: &Path) -> Result<()> {
     }
     let data_name = format!(
         "{}.data",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("model.onnx")
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("model.onnx")
     );
     let data_path = path.with_file_name(&data_name);
     let mut model = model.clone();
     let mut blob = Vec::new();
-    let graph = model.graph.as_mut().ok_or_else(|| anyhow!("model has no graph"))?;
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| anyhow!("model has no graph"))?;
     for t in graph.initializer.iter_mut() {
         if t.raw_data.len() < EXTERNAL_MIN_BYTES {
             continue;
@@ -102,7 +130,10 @@ pub fn save_model(model: &ModelProto, path: &Path) -> Result<()> {
         ];
         t.external_data = entries
             .into_iter()
-            .map(|(key, value)| StringStringEntryProto { key: key.into(), value })
+            .map(|(key, value)| StringStringEntryProto {
+                key: key.into(),
+                value,
+            })
             .collect();
         t.data_location = Some(DataLocation::External as i32);
         t.raw_data = Vec::new();
@@ -151,8 +182,14 @@ mod tests {
         let t = &mut model.graph.as_mut().unwrap().initializer[0];
         fs::write(dir.path().join("w.bin"), &t.raw_data).unwrap();
         t.external_data = vec![
-            StringStringEntryProto { key: "location".into(), value: "w.bin".into() },
-            StringStringEntryProto { key: "offset".into(), value: "0".into() },
+            StringStringEntryProto {
+                key: "location".into(),
+                value: "w.bin".into(),
+            },
+            StringStringEntryProto {
+                key: "offset".into(),
+                value: "0".into(),
+            },
         ];
         t.data_location = Some(DataLocation::External as i32);
         t.raw_data.clear();

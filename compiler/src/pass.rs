@@ -48,7 +48,9 @@ impl FromStr for Emulation {
             "output" => Ok(Emulation::Output),
             "ring" => Ok(Emulation::Ring),
             "sigma" => Ok(Emulation::Sigma),
-            _ => Err(format!("unknown emulation level `{s}` (expected output, ring or sigma)")),
+            _ => Err(format!(
+                "unknown emulation level `{s}` (expected output, ring or sigma)"
+            )),
         }
     }
 }
@@ -87,7 +89,10 @@ pub struct Compiled {
 /// parameters are encoded once.
 pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
     if opts.emulation != Emulation::Output {
-        bail!("emulation level `{}` is not implemented yet (available: output)", opts.emulation);
+        bail!(
+            "emulation level `{}` is not implemented yet (available: output)",
+            opts.emulation
+        );
     }
     if opts.lower && opts.fixed.n_bits() > lower::MAX_LOWERED_N_BITS {
         bail!(
@@ -97,7 +102,10 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
         );
     }
     let mut model = model.clone();
-    let graph = model.graph.as_mut().ok_or_else(|| anyhow!("model has no graph"))?;
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| anyhow!("model has no graph"))?;
     let normalizations = normalize::normalize(graph);
     let matches = {
         let view = GraphView::new(graph);
@@ -112,7 +120,11 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
         } else {
             let n = &graph.node[*site.nodes.iter().max().expect("site has nodes")];
             let reason = format!("{} not selected (--only/--skip)", site.kind);
-            untouched.push(Untouched { node: n.name.clone(), op: n.op_type.clone(), reason });
+            untouched.push(Untouched {
+                node: n.name.clone(),
+                op: n.op_type.clone(),
+                reason,
+            });
         }
     }
     if sites.is_empty() {
@@ -127,11 +139,16 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
     let mut forms = BTreeMap::new();
     for site in &sites {
         *inserted.entry(site.kind).or_insert(0) += 1;
-        *forms.entry(format!("{}: {}", site.kind, site.form)).or_insert(0) += 1;
+        *forms
+            .entry(format!("{}: {}", site.kind, site.form))
+            .or_insert(0) += 1;
     }
     insert_suf_nodes(graph, &sites, opts);
     if !model.opset_import.iter().any(|o| o.domain == SUF_DOMAIN) {
-        model.opset_import.push(OperatorSetIdProto { domain: SUF_DOMAIN.into(), version: 1 });
+        model.opset_import.push(OperatorSetIdProto {
+            domain: SUF_DOMAIN.into(),
+            version: 1,
+        });
     }
     if opts.lower {
         lower::lower(&mut model)?;
@@ -158,9 +175,16 @@ fn encode_parameters(
     sites: &[Site],
     opts: &CompileOptions,
 ) -> Result<usize> {
-    let names: HashSet<&str> = sites.iter().flat_map(|s| s.params.iter().map(String::as_str)).collect();
+    let names: HashSet<&str> = sites
+        .iter()
+        .flat_map(|s| s.params.iter().map(String::as_str))
+        .collect();
     let mut count = 0;
-    for t in graph.initializer.iter_mut().filter(|t| names.contains(t.name.as_str())) {
+    for t in graph
+        .initializer
+        .iter_mut()
+        .filter(|t| names.contains(t.name.as_str()))
+    {
         let name = t.name.clone();
         tensor::map_f32(t, |x| {
             opts.fixed

@@ -60,10 +60,16 @@ impl FromStr for OpKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let lower = s.to_ascii_lowercase();
-        OpKind::ALL.into_iter().find(|k| k.as_str() == lower).ok_or_else(|| {
-            let names: Vec<&str> = OpKind::ALL.iter().map(|k| k.as_str()).collect();
-            format!("unknown op kind `{s}` (expected one of {})", names.join(", "))
-        })
+        OpKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == lower)
+            .ok_or_else(|| {
+                let names: Vec<&str> = OpKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "unknown op kind `{s}` (expected one of {})",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -134,7 +140,9 @@ pub fn find_sites(view: &GraphView, mask_bound: f64) -> Matches {
         match n.op_type.as_str() {
             "MatMul" => m.sites.push(single(OpKind::MatMul, "MatMul op")),
             "Gemm" => m.sites.push(single(OpKind::MatMul, "Gemm op")),
-            "LayerNormalization" => m.sites.push(single(OpKind::LayerNorm, "LayerNormalization op")),
+            "LayerNormalization" => m
+                .sites
+                .push(single(OpKind::LayerNorm, "LayerNormalization op")),
             "SimplifiedLayerNormalization" | "RMSNormalization" => {
                 m.sites.push(single(OpKind::RmsNorm, "RMSNormalization op"))
             }
@@ -158,19 +166,27 @@ pub fn find_sites(view: &GraphView, mask_bound: f64) -> Matches {
 
 fn untouched(view: &GraphView, i: usize, reason: &str) -> Untouched {
     let n = view.node(i);
-    Untouched { node: n.name.clone(), op: n.op_type.clone(), reason: reason.into() }
+    Untouched {
+        node: n.name.clone(),
+        op: n.op_type.clone(),
+        reason: reason.into(),
+    }
 }
 
 fn float_initializers(view: &GraphView, names: &[String]) -> Vec<String> {
     names
         .iter()
-        .filter(|name| view.initializer(name).is_some_and(|t| t.data_type == dtype::FLOAT))
+        .filter(|name| {
+            view.initializer(name)
+                .is_some_and(|t| t.data_type == dtype::FLOAT)
+        })
         .cloned()
         .collect()
 }
 
 fn is_float_table(view: &GraphView, name: &str) -> bool {
-    view.initializer(name).is_some_and(|t| t.data_type == dtype::FLOAT && t.dims.len() == 2)
+    view.initializer(name)
+        .is_some_and(|t| t.data_type == dtype::FLOAT && t.dims.len() == 2)
 }
 
 /// Tensors that carry model data (activations), as opposed to shapes, indices and masks.
@@ -179,8 +195,20 @@ fn is_float_table(view: &GraphView, name: &str) -> bool {
 /// every op except those that only look at shapes or compare values.
 pub fn data_tensors(view: &GraphView) -> HashSet<String> {
     const NOT_PROPAGATING: [&str; 14] = [
-        "Shape", "Size", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not",
-        "And", "Or", "ArgMax", "ArgMin", "NonZero", "ConstantOfShape",
+        "Shape",
+        "Size",
+        "Equal",
+        "Less",
+        "Greater",
+        "LessOrEqual",
+        "GreaterOrEqual",
+        "Not",
+        "And",
+        "Or",
+        "ArgMax",
+        "ArgMin",
+        "NonZero",
+        "ConstantOfShape",
     ];
     let mut data: HashSet<String> = view
         .graph
@@ -199,7 +227,8 @@ pub fn data_tensors(view: &GraphView) -> HashSet<String> {
             "Cast" => {
                 data.contains(&n.input[0])
                     && n.attribute.iter().any(|a| {
-                        a.name == "to" && matches!(a.i as i32, dtype::FLOAT | dtype::DOUBLE | 10 | 16)
+                        a.name == "to"
+                            && matches!(a.i as i32, dtype::FLOAT | dtype::DOUBLE | 10 | 16)
                     })
             }
             _ => n.input.iter().any(|i| data.contains(i)),
@@ -228,12 +257,7 @@ enum AddRole {
 /// An Add on data whose other operand is built from the graph's inputs without passing
 /// through data (the attention mask turned into an additive bias), or is a constant so
 /// large it would wrap in the ring, is a mask bias: encoding it would destroy the masking.
-fn classify_add(
-    view: &GraphView,
-    i: usize,
-    data: &HashSet<String>,
-    mask_bound: f64,
-) -> AddRole {
+fn classify_add(view: &GraphView, i: usize, data: &HashSet<String>, mask_bound: f64) -> AddRole {
     let n = view.node(i);
     if !data.contains(&n.output[0]) {
         return AddRole::NotData;
@@ -281,7 +305,13 @@ fn layer_norm_decomposed(view: &GraphView, div: usize) -> Option<Site> {
     let square = square_of(view, &view.node(var_mean).input[0], centered)?;
     let mut nodes = vec![mean, sub, square, var_mean, add_eps, sqrt, div];
     let (anchor, params) = affine_tail(view, &n.output[0], &mut nodes);
-    Some(Site { kind: OpKind::LayerNorm, form: "decomposed pattern", anchor, nodes, params })
+    Some(Site {
+        kind: OpKind::LayerNorm,
+        form: "decomposed pattern",
+        anchor,
+        nodes,
+        params,
+    })
 }
 
 /// `x / sqrt(mean(x^2) + eps)` (or `x * (1 / sqrt(..))`), then `* weight` (Llama's RMSNorm).
@@ -334,7 +364,13 @@ fn rms_norm(view: &GraphView, sqrt: usize) -> Option<Site> {
             cur = view.node(mul).output[0].clone();
         }
     }
-    Some(Site { kind: OpKind::RmsNorm, form: "decomposed pattern", anchor: cur, nodes, params })
+    Some(Site {
+        kind: OpKind::RmsNorm,
+        form: "decomposed pattern",
+        anchor: cur,
+        nodes,
+        params,
+    })
 }
 
 /// `x * 0.5 * (1 + erf(x / sqrt(2)))`, any association of the products.
@@ -362,7 +398,13 @@ fn gelu_erf(view: &GraphView, erf: usize) -> Option<Site> {
     let (add_one, _) = add_constant_consumer(view, &n.output[0], 1.0)?;
     let mut nodes = vec![scaled, erf, add_one];
     let anchor = half_x_tail(view, &view.node(add_one).output[0], x, &mut nodes)?;
-    Some(Site { kind: OpKind::Gelu, form: "erf pattern", anchor, nodes, params: vec![] })
+    Some(Site {
+        kind: OpKind::Gelu,
+        form: "erf pattern",
+        anchor,
+        nodes,
+        params: vec![],
+    })
 }
 
 /// GPT-2's gelu_new: `0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))`.
@@ -373,7 +415,9 @@ fn gelu_tanh(view: &GraphView, tanh: usize) -> Option<Site> {
     }
     let (scale_mul, inner) = mul_with_constant(view, &n.input[0], 0.7978845608, 1e-4)?;
     let inner_add = view.producer_op(inner, "Add")?;
-    let [a, b] = view.node(inner_add).input.as_slice() else { return None };
+    let [a, b] = view.node(inner_add).input.as_slice() else {
+        return None;
+    };
     let (x, cubic_term) = if is_cubic_term(view, b, a) {
         (a, b)
     } else if is_cubic_term(view, a, b) {
@@ -387,7 +431,13 @@ fn gelu_tanh(view: &GraphView, tanh: usize) -> Option<Site> {
     let (add_one, _) = add_constant_consumer(view, &n.output[0], 1.0)?;
     nodes.push(add_one);
     let anchor = half_x_tail(view, &view.node(add_one).output[0], x, &mut nodes)?;
-    Some(Site { kind: OpKind::Gelu, form: "tanh pattern (gelu_new)", anchor, nodes, params: vec![] })
+    Some(Site {
+        kind: OpKind::Gelu,
+        form: "tanh pattern (gelu_new)",
+        anchor,
+        nodes,
+        params: vec![],
+    })
 }
 
 /// `x * sigmoid(x)`.
@@ -400,7 +450,13 @@ fn silu(view: &GraphView, sig: usize) -> Option<Site> {
     let mul = view.sole_consumer_op(&n.output[0], "Mul")?;
     (view.other_input(mul, &n.output[0])? == x).then_some(())?;
     let anchor = view.node(mul).output[0].clone();
-    Some(Site { kind: OpKind::Silu, form: "x*Sigmoid(x) pattern", anchor, nodes: vec![sig, mul], params: vec![] })
+    Some(Site {
+        kind: OpKind::Silu,
+        form: "x*Sigmoid(x) pattern",
+        anchor,
+        nodes: vec![sig, mul],
+        params: vec![],
+    })
 }
 
 // ---- pattern helpers ----------------------------------------------------------------
@@ -408,7 +464,9 @@ fn silu(view: &GraphView, sig: usize) -> Option<Site> {
 /// `Add(t, c)` producing `tensor` with a constant `c`: returns (add node, t).
 fn add_with_constant<'a>(view: &'a GraphView, tensor: &str) -> Option<(usize, &'a str)> {
     let add = view.producer_op(tensor, "Add")?;
-    let [a, b] = view.node(add).input.as_slice() else { return None };
+    let [a, b] = view.node(add).input.as_slice() else {
+        return None;
+    };
     if view.scalar(b).is_some() {
         Some((add, a))
     } else if view.scalar(a).is_some() {
@@ -426,7 +484,9 @@ fn mul_with_constant<'a>(
     tol: f64,
 ) -> Option<(usize, &'a str)> {
     let mul = view.producer_op(tensor, "Mul")?;
-    let [a, b] = view.node(mul).input.as_slice() else { return None };
+    let [a, b] = view.node(mul).input.as_slice() else {
+        return None;
+    };
     if view.is_scalar(b, value, tol) {
         Some((mul, a))
     } else if view.is_scalar(a, value, tol) {
@@ -437,7 +497,11 @@ fn mul_with_constant<'a>(
 }
 
 /// The sole consumer `Add(tensor, value)`: returns (add node, tensor).
-fn add_constant_consumer<'a>(view: &'a GraphView, tensor: &'a str, value: f64) -> Option<(usize, &'a str)> {
+fn add_constant_consumer<'a>(
+    view: &'a GraphView,
+    tensor: &'a str,
+    value: f64,
+) -> Option<(usize, &'a str)> {
     let add = view.sole_consumer_op(tensor, "Add")?;
     let other = view.other_input(add, tensor)?;
     view.is_scalar(other, value, 1e-6).then_some((add, tensor))
@@ -482,7 +546,11 @@ fn half_x_tail(view: &GraphView, u: &str, x: &str, nodes: &mut Vec<usize>) -> Op
     if other == x || view.is_scalar(other, 0.5, 0.0) {
         let m2 = view.sole_consumer_op(m1_out, "Mul")?;
         let last = view.other_input(m2, m1_out)?;
-        let ok = if other == x { view.is_scalar(last, 0.5, 0.0) } else { last == x };
+        let ok = if other == x {
+            view.is_scalar(last, 0.5, 0.0)
+        } else {
+            last == x
+        };
         ok.then_some(())?;
         nodes.extend([m1, m2]);
         return Some(view.node(m2).output[0].clone());
@@ -499,8 +567,12 @@ fn affine_tail(view: &GraphView, normed: &str, nodes: &mut Vec<usize>) -> (Strin
     let mut cur = normed.to_string();
     let mut params = vec![];
     for op in ["Mul", "Add"] {
-        let Some(node) = view.sole_consumer_op(&cur, op) else { break };
-        let Some(p) = view.other_input(node, &cur) else { break };
+        let Some(node) = view.sole_consumer_op(&cur, op) else {
+            break;
+        };
+        let Some(p) = view.other_input(node, &cur) else {
+            break;
+        };
         if view.initializer(p).is_none() {
             break;
         }
@@ -512,9 +584,197 @@ fn affine_tail(view: &GraphView, normed: &str, nodes: &mut Vec<usize>) -> (Strin
 }
 
 /// Kinds named by `--only` / `--skip`, resolved against the full set.
-pub fn selected_kinds(only: Option<&BTreeSet<OpKind>>, skip: &BTreeSet<OpKind>) -> BTreeSet<OpKind> {
+pub fn selected_kinds(
+    only: Option<&BTreeSet<OpKind>>,
+    skip: &BTreeSet<OpKind>,
+) -> BTreeSet<OpKind> {
     OpKind::ALL
         .into_iter()
         .filter(|k| only.is_none_or(|o| o.contains(k)) && !skip.contains(k))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::GraphBuilder;
+    use crate::normalize::normalize;
+
+    fn sites_of(b: &GraphBuilder) -> Matches {
+        let mut g = b.build().graph.unwrap();
+        normalize(&mut g);
+        let view = GraphView::new(&g);
+        let m = find_sites(&view, 2f64.powi(24));
+        // Return owned data: the view borrows `g`.
+        Matches {
+            sites: m.sites,
+            untouched: m.untouched,
+        }
+    }
+
+    fn kinds(m: &Matches) -> Vec<(OpKind, &'static str)> {
+        m.sites.iter().map(|s| (s.kind, s.form)).collect()
+    }
+
+    #[test]
+    fn gelu_erf_is_one_site_after_the_final_mul() {
+        for half_first in [true, false] {
+            let mut b = GraphBuilder::new("gelu");
+            b.input_f32("x", &[4]);
+            b.scalar("sqrt2", std::f32::consts::SQRT_2)
+                .scalar("one", 1.0)
+                .scalar("half", 0.5);
+            b.node("Div", &["x", "sqrt2"], &["d"]);
+            b.node("Erf", &["d"], &["e"]);
+            b.node("Add", &["e", "one"], &["u"]);
+            if half_first {
+                b.node("Mul", &["x", "half"], &["hx"]);
+                b.node("Mul", &["hx", "u"], &["y"]);
+            } else {
+                b.node("Mul", &["x", "u"], &["xu"]);
+                b.node("Mul", &["xu", "half"], &["y"]);
+            }
+            b.output("y");
+            let m = sites_of(&b);
+            assert_eq!(kinds(&m), [(OpKind::Gelu, "erf pattern")]);
+            assert_eq!(m.sites[0].anchor, "y");
+            assert_eq!(m.sites[0].nodes.len(), 5);
+        }
+    }
+
+    #[test]
+    fn gelu_tanh_with_pow_is_one_site() {
+        let mut b = GraphBuilder::new("gelu_new");
+        b.input_f32("x", &[4]);
+        b.scalar("three", 3.0)
+            .scalar("c", 0.044715)
+            .scalar("k", 0.797_884_6);
+        b.scalar("one", 1.0).scalar("half", 0.5);
+        b.node("Mul", &["half", "x"], &["hx"]);
+        b.node("Pow", &["x", "three"], &["p"]);
+        b.node("Mul", &["c", "p"], &["q"]);
+        b.node("Add", &["x", "q"], &["r"]);
+        b.node("Mul", &["k", "r"], &["s"]);
+        b.node("Tanh", &["s"], &["t"]);
+        b.node("Add", &["one", "t"], &["u"]);
+        b.node("Mul", &["hx", "u"], &["y"]);
+        b.output("y");
+        let m = sites_of(&b);
+        assert_eq!(kinds(&m), [(OpKind::Gelu, "tanh pattern (gelu_new)")]);
+        assert_eq!(m.sites[0].anchor, "y");
+    }
+
+    #[test]
+    fn decomposed_layer_norm_is_one_site_and_its_adds_are_inside() {
+        let mut b = GraphBuilder::new("ln");
+        b.input_f32("x", &[2, 4]);
+        b.init_f32("gamma", &[4], &[1.0; 4])
+            .init_f32("beta", &[4], &[0.5; 4]);
+        b.scalar("two", 2.0).scalar("eps", 1e-12);
+        b.node("ReduceMean", &["x"], &["mu"]);
+        b.node("Sub", &["x", "mu"], &["c"]);
+        b.node("Pow", &["c", "two"], &["sq"]);
+        b.node("ReduceMean", &["sq"], &["var"]);
+        b.node("Add", &["var", "eps"], &["ve"]);
+        b.node("Sqrt", &["ve"], &["sd"]);
+        b.node("Div", &["c", "sd"], &["n"]);
+        b.node("Mul", &["n", "gamma"], &["g"]);
+        b.node("Add", &["g", "beta"], &["y"]);
+        b.output("y");
+        let m = sites_of(&b);
+        assert_eq!(kinds(&m), [(OpKind::LayerNorm, "decomposed pattern")]);
+        assert_eq!(m.sites[0].params, ["gamma", "beta"]);
+        assert_eq!(m.sites[0].anchor, "y");
+    }
+
+    #[test]
+    fn rms_norm_and_silu() {
+        let mut b = GraphBuilder::new("llama");
+        b.input_f32("x", &[2, 4]);
+        b.init_f32("w", &[4], &[1.0; 4]);
+        b.scalar("two", 2.0).scalar("eps", 1e-6).scalar("one", 1.0);
+        b.node("Pow", &["x", "two"], &["sq"]);
+        b.node("ReduceMean", &["sq"], &["ms"]);
+        b.node("Add", &["ms", "eps"], &["a"]);
+        b.node("Sqrt", &["a"], &["s"]);
+        b.node("Div", &["one", "s"], &["r"]);
+        b.node("Mul", &["x", "r"], &["n"]);
+        b.node("Mul", &["w", "n"], &["y"]);
+        b.node("Sigmoid", &["y"], &["sg"]);
+        b.node("Mul", &["y", "sg"], &["z"]);
+        b.output("z");
+        let m = sites_of(&b);
+        assert_eq!(
+            kinds(&m),
+            [
+                (OpKind::RmsNorm, "decomposed pattern"),
+                (OpKind::Silu, "x*Sigmoid(x) pattern")
+            ]
+        );
+        assert_eq!(m.sites[0].anchor, "y");
+        assert_eq!(m.sites[0].params, ["w"]);
+    }
+
+    #[test]
+    fn mask_bias_add_is_left_untouched_but_residual_add_is_wrapped() {
+        let mut b = GraphBuilder::new("attn");
+        b.input_f32("h", &[2, 4]);
+        b.input_i64("attention_mask", &[2, 4]);
+        b.init_f32("wq", &[4, 4], &[0.1; 16]);
+        b.scalar("one", 1.0).scalar("min", f32::MIN);
+        b.node("MatMul", &["h", "wq"], &["scores"]);
+        b.node_with(
+            "Cast",
+            &["attention_mask"],
+            &["mf"],
+            vec![crate::builder::attr_int("to", 1)],
+        );
+        b.node("Sub", &["one", "mf"], &["inv"]);
+        b.node("Mul", &["inv", "min"], &["bias"]);
+        b.node("Add", &["scores", "bias"], &["masked"]);
+        b.node("Softmax", &["masked"], &["p"]);
+        b.node("Add", &["p", "h"], &["y"]);
+        b.output("y");
+        let m = sites_of(&b);
+        assert_eq!(
+            kinds(&m),
+            [
+                (OpKind::MatMul, "MatMul op"),
+                (OpKind::Softmax, "Softmax op"),
+                (OpKind::Add, "Add op")
+            ]
+        );
+        assert_eq!(m.untouched.len(), 1);
+        assert_eq!(m.untouched[0].reason, MASK_BIAS);
+        assert_eq!(m.sites[0].params, ["wq"]);
+    }
+
+    #[test]
+    fn huge_constant_operand_counts_as_a_mask() {
+        let mut b = GraphBuilder::new("fill");
+        b.input_f32("x", &[2, 4]);
+        b.init_f32("w", &[4, 4], &[0.1; 16]);
+        b.init_f32("fill", &[4], &[0.0, -1e9, 0.0, 0.0]);
+        b.init_f32("bias", &[4], &[0.25; 4]);
+        b.node("MatMul", &["x", "w"], &["s"]);
+        b.node("Add", &["s", "fill"], &["m"]);
+        b.node("Add", &["m", "bias"], &["y"]);
+        b.output("y");
+        let m = sites_of(&b);
+        assert_eq!(
+            kinds(&m),
+            [(OpKind::MatMul, "MatMul op"), (OpKind::Add, "Add op")]
+        );
+        assert_eq!(m.untouched[0].reason, MASK_BIAS);
+        assert_eq!(m.sites[1].params, ["bias"]);
+    }
+
+    #[test]
+    fn op_kind_names_round_trip_and_errors_list_choices() {
+        for k in OpKind::ALL {
+            assert_eq!(k.as_str().parse::<OpKind>().unwrap(), k);
+        }
+        let err = "conv".parse::<OpKind>().unwrap_err();
+        assert!(err.contains("matmul") && err.contains("conv"), "{err}");
+    }
 }

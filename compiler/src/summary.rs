@@ -44,7 +44,11 @@ impl fmt::Display for Summary {
             self.frac_bits,
             self.rounding,
             self.emulation,
-            if self.lowered { ", lowered to standard ONNX ops" } else { "" }
+            if self.lowered {
+                ", lowered to standard ONNX ops"
+            } else {
+                ""
+            }
         )?;
         for (kind, count) in &self.inserted {
             writeln!(f, "  {:<10} {count:>5}", kind.as_str())?;
@@ -52,18 +56,34 @@ impl fmt::Display for Summary {
         for (form, count) in &self.forms {
             writeln!(f, "    {form}: {count}")?;
         }
-        writeln!(f, "rewrote {} initializers to the 2^-{} grid", self.initializers_rewritten, self.frac_bits)?;
+        writeln!(
+            f,
+            "rewrote {} initializers to the 2^-{} grid",
+            self.initializers_rewritten, self.frac_bits
+        )?;
         let mut by_reason: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
         for u in &self.untouched {
-            by_reason.entry((&u.op, &u.reason)).or_default().push(&u.node);
+            by_reason
+                .entry((&u.op, &u.reason))
+                .or_default()
+                .push(&u.node);
         }
         if !by_reason.is_empty() {
             writeln!(f, "left untouched:")?;
         }
         for ((op, reason), nodes) in by_reason {
             let shown: Vec<&str> = nodes.iter().take(4).copied().collect();
-            let more = if nodes.len() > 4 { format!(", ... ({} more)", nodes.len() - 4) } else { String::new() };
-            writeln!(f, "  {:>4} {op:<8} {reason}: {}{more}", nodes.len(), shown.join(", "))?;
+            let more = if nodes.len() > 4 {
+                format!(", ... ({} more)", nodes.len() - 4)
+            } else {
+                String::new()
+            };
+            writeln!(
+                f,
+                "  {:>4} {op:<8} {reason}: {}{more}",
+                nodes.len(),
+                shown.join(", ")
+            )?;
         }
         for n in &self.normalizations {
             writeln!(f, "normalised: {n}")?;

@@ -8,8 +8,8 @@ use suf_fixed::{FixedPoint, Rounding};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseMiniOp;
-use tract_onnx::tract_hir::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_hir::internal::*;
+use tract_onnx::tract_hir::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_hir::ops::expandable::expand;
 
 /// tract's ONNX framework with the SUF ops registered. Use it for original and rewritten
@@ -53,10 +53,17 @@ impl SufQuantize {
         if let Some(e) = node.attribute.iter().find(|a| a.name == "emulation") {
             let level = String::from_utf8_lossy(&e.s);
             if level != "output" {
-                bail!("SUF node {}: emulation `{level}` has no tract op yet", node.name);
+                bail!(
+                    "SUF node {}: emulation `{level}` has no tract op yet",
+                    node.name
+                );
             }
         }
-        Ok(SufQuantize { node: node.name.clone(), fixed, rounding })
+        Ok(SufQuantize {
+            node: node.name.clone(),
+            fixed,
+            rounding,
+        })
     }
 }
 
@@ -78,8 +85,16 @@ impl ElementWiseMiniOp for SufQuantize {
         match t.datum_type() {
             DatumType::F32 => self
                 .fixed
-                .quantize_slice_f32(t.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?, self.rounding)
-                .map_err(|e| anyhow!("SUF node {}: {e} (the fixed-point input must be finite)", self.node)),
+                .quantize_slice_f32(
+                    t.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+                    self.rounding,
+                )
+                .map_err(|e| {
+                    anyhow!(
+                        "SUF node {}: {e} (the fixed-point input must be finite)",
+                        self.node
+                    )
+                }),
             DatumType::F64 => {
                 let mut plain = t.try_as_plain_ram_mut()?;
                 for x in plain.as_slice_mut::<f64>()? {
@@ -108,4 +123,3 @@ fn suf_quantize(
     let op = SufQuantize::from_node(node)?;
     Ok((expand(ElementWiseOp(Box::new(op))), vec![]))
 }
-

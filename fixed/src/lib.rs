@@ -169,7 +169,10 @@ impl FixedPoint {
     /// True when `x` is a value a SUF node can output: on the 2^-f grid and inside the ring.
     pub fn on_grid(self, x: f64) -> bool {
         let v = x * self.scale();
-        x.is_finite() && v.fract() == 0.0 && v >= self.ring_min() as f64 && v <= self.ring_max() as f64
+        x.is_finite()
+            && v.fract() == 0.0
+            && v >= self.ring_min() as f64
+            && v <= self.ring_max() as f64
     }
 
     /// Quantizes a tensor in place: the fused encode + wrap + decode pass of a SUF node.
@@ -180,7 +183,9 @@ impl FixedPoint {
     /// non-finite element is an error naming its flat index; the tensor is then unchanged.
     pub fn quantize_slice_f32(self, xs: &mut [f32], rounding: Rounding) -> Result<(), NonFiniteAt> {
         let scale = self.scale();
-        let fast = xs.iter().fold(true, |ok, &x| ok & ((x as f64 * scale).abs() < FAST_LIMIT));
+        let fast = xs
+            .iter()
+            .fold(true, |ok, &x| ok & ((x as f64 * scale).abs() < FAST_LIMIT));
         if !fast {
             return self.quantize_slice_exact(xs, rounding);
         }
@@ -200,7 +205,9 @@ impl FixedPoint {
             return Err(NonFiniteAt(i));
         }
         for x in xs.iter_mut() {
-            *x = self.quantize(*x as f64, rounding).expect("finite, checked above") as f32;
+            *x = self
+                .quantize(*x as f64, rounding)
+                .expect("finite, checked above") as f32;
         }
         Ok(())
     }
@@ -229,7 +236,11 @@ fn wrap_integral_f64(v: f64, n_bits: u32) -> i64 {
     let bits = v.to_bits();
     let exp = ((bits >> 52) & 0x7ff) as i32 - 1075;
     let mantissa = (bits & ((1u64 << 52) - 1)) | (1u64 << 52);
-    let low = if exp >= 64 { 0 } else { mantissa.wrapping_shl(exp as u32) };
+    let low = if exp >= 64 {
+        0
+    } else {
+        mantissa.wrapping_shl(exp as u32)
+    };
     let signed = if v < 0.0 { low.wrapping_neg() } else { low };
     wrap_i64(signed as i64, n_bits)
 }

@@ -12,7 +12,13 @@ fn parameter_checks() {
     assert!(FixedPoint::new(13, 12).is_ok());
     for (n, f) in [(12, 12), (11, 12), (65, 12), (0, 0), (128, 12)] {
         let err = FixedPoint::new(n, f).unwrap_err();
-        assert_eq!(err, FixedError::BitsOutOfRange { n_bits: n, frac_bits: f });
+        assert_eq!(
+            err,
+            FixedError::BitsOutOfRange {
+                n_bits: n,
+                frac_bits: f
+            }
+        );
         assert!(err.to_string().contains(&format!("n_bits = {n}")), "{err}");
     }
 }
@@ -49,16 +55,25 @@ fn ring_edges_wrap_around() {
     assert_eq!(p.real_bound(), 128.0);
     assert_eq!(p.ring_min(), -(1 << 19));
     assert_eq!(p.ring_max(), (1 << 19) - 1);
-    assert_eq!(p.quantize(127.999755859375, Rounding::Round).unwrap(), 127.999755859375);
+    assert_eq!(
+        p.quantize(127.999755859375, Rounding::Round).unwrap(),
+        127.999755859375
+    );
     assert_eq!(p.quantize(-128.0, Rounding::Round).unwrap(), -128.0);
     assert_eq!(p.quantize(128.0, Rounding::Round).unwrap(), -128.0);
     assert_eq!(p.quantize(129.5, Rounding::Round).unwrap(), -126.5);
-    assert_eq!(p.quantize(-128.000244140625, Rounding::Round).unwrap(), 127.999755859375);
+    assert_eq!(
+        p.quantize(-128.000244140625, Rounding::Round).unwrap(),
+        127.999755859375
+    );
     // Two full turns of the ring land on the same value.
     assert_eq!(p.quantize(3.0 + 512.0, Rounding::Round).unwrap(), 3.0);
     // Rounding up into the bound wraps: 127.99999 rounds to 128 -> -128.
     assert_eq!(p.quantize(127.99999, Rounding::Round).unwrap(), -128.0);
-    assert_eq!(p.quantize(127.99999, Rounding::Trunc).unwrap(), 127.999755859375);
+    assert_eq!(
+        p.quantize(127.99999, Rounding::Trunc).unwrap(),
+        127.999755859375
+    );
 }
 
 #[test]
@@ -68,7 +83,10 @@ fn full_width_ring_and_huge_values_are_exact() {
     // 2^70 * 2^12 = 2^82 = 0 mod 2^64.
     assert_eq!(p.encode(2f64.powi(70), Rounding::Round).unwrap(), 0);
     // 2^51 + 1 at scale 12 -> 2^63 + 2^12 mod 2^64 -> -2^63 + 4096.
-    assert_eq!(p.encode(2f64.powi(51) + 1.0, Rounding::Round).unwrap(), i64::MIN + 4096);
+    assert_eq!(
+        p.encode(2f64.powi(51) + 1.0, Rounding::Round).unwrap(),
+        i64::MIN + 4096
+    );
     let q = fp(50, 12);
     // f32::MIN (the attention-mask fill) wraps to a defined ring value, no panic, no NaN.
     let w = q.encode(f32::MIN as f64, Rounding::Round).unwrap();
@@ -79,10 +97,19 @@ fn full_width_ring_and_huge_values_are_exact() {
 #[test]
 fn non_finite_is_an_error() {
     let p = fp(37, 12);
-    assert!(matches!(p.encode(f64::NAN, Rounding::Round), Err(FixedError::NonFinite(_))));
-    assert!(matches!(p.encode(f64::INFINITY, Rounding::Trunc), Err(FixedError::NonFinite(_))));
+    assert!(matches!(
+        p.encode(f64::NAN, Rounding::Round),
+        Err(FixedError::NonFinite(_))
+    ));
+    assert!(matches!(
+        p.encode(f64::INFINITY, Rounding::Trunc),
+        Err(FixedError::NonFinite(_))
+    ));
     let mut xs = [1.0f32, 2.0, f32::NAN, 3.0];
-    assert_eq!(p.quantize_slice_f32(&mut xs, Rounding::Round), Err(NonFiniteAt(2)));
+    assert_eq!(
+        p.quantize_slice_f32(&mut xs, Rounding::Round),
+        Err(NonFiniteAt(2))
+    );
     assert_eq!(xs[0], 1.0);
 }
 
@@ -100,7 +127,15 @@ fn ars_floors() {
 #[test]
 fn wrap_matches_the_definition() {
     for n in [2u32, 13, 37, 50, 63, 64] {
-        for v in [0i128, 1, -1, 1 << (n - 1), -(1 << (n - 1)), (1 << (n - 1)) - 1, 12345678901234567] {
+        for v in [
+            0i128,
+            1,
+            -1,
+            1 << (n - 1),
+            -(1 << (n - 1)),
+            (1 << (n - 1)) - 1,
+            12345678901234567,
+        ] {
             let m = 1i128 << n;
             let expect = ((v + (m >> 1)).rem_euclid(m)) - (m >> 1);
             assert_eq!(wrap_i128(v, n) as i128, expect, "n={n} v={v}");
@@ -112,7 +147,10 @@ fn wrap_matches_the_definition() {
 fn slice_pass_handles_huge_values_exactly() {
     let p = fp(50, 12);
     let mut xs = [1.2345f32, f32::MIN, 3.0e20, -7.5];
-    let expect: Vec<f32> = xs.iter().map(|&x| p.quantize(x as f64, Rounding::Round).unwrap() as f32).collect();
+    let expect: Vec<f32> = xs
+        .iter()
+        .map(|&x| p.quantize(x as f64, Rounding::Round).unwrap() as f32)
+        .collect();
     p.quantize_slice_f32(&mut xs, Rounding::Round).unwrap();
     assert_eq!(xs.to_vec(), expect);
 }
@@ -128,7 +166,11 @@ fn reference_quantize(x: f32, n: u32, f: u32, r: Rounding) -> f64 {
 }
 
 fn rounding() -> impl Strategy<Value = Rounding> {
-    prop_oneof![Just(Rounding::Round), Just(Rounding::Trunc), Just(Rounding::Floor)]
+    prop_oneof![
+        Just(Rounding::Round),
+        Just(Rounding::Trunc),
+        Just(Rounding::Floor)
+    ]
 }
 
 proptest! {

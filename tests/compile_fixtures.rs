@@ -1,0 +1,270 @@
+//! suf-compile on real exporter output (tests/fixtures): SUF counts derived from each
+//! model's architecture, tract runs the rewritten graph, outputs on the 2^-12 grid, the
+//! float error is what f = 12 implies, and the lowered graph computes the same values.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use suf_compiler::{compile, tract_ops, CompileOptions, FixedPoint, ModelProto, OpKind};
+use tract_onnx::prelude::*;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn json(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(name)).unwrap()).unwrap()
+}
+
+fn module_count(structure: &Value, module: &str) -> usize {
+    structure["module_counts"][module].as_u64().unwrap_or(0) as usize
+}
+
+/// Expected SUF nodes per kind, computed from the PyTorch module structure alone.
+fn expected_counts(name: &str) -> Vec<(OpKind, usize)> {
+    let s = json(&format!("{name}.structure.json"));
+    let c = &s["config"];
+    let layers = c["num_hidden_layers"]
+        .as_u64()
+        .or(c["n_layer"].as_u64())
+        .or(c["num_layers"].as_u64())
+        .unwrap() as usize;
+    let linear = module_count(&s, "Linear") + module_count(&s, "Conv1D");
+    let embeddings = module_count(&s, "Embedding");
+    // Two attention products per layer (Q.K^T and P.V).
+    let mut matmul = linear + 2 * layers;
+    let residual_adds = 2 * layers;
+    let arch = s["architecture"].as_str().unwrap();
+    let (norm_kind, norms, act_kind, acts, adds) = match arch {
+        // Linear layers on 3-D activations export as MatMul + bias Add (6 per layer);
+        // the pooler and classifier (2-D) are Gemm with the bias inside.
+        "BertForSequenceClassification" => (
+            OpKind::LayerNorm,
+            module_count(&s, "LayerNorm"),
+            OpKind::Gelu,
+            module_count(&s, "GELUActivation"),
+            6 * layers + residual_adds + (embeddings - 1),
+        ),
+        // Conv1D exports as Gemm (bias inside); token + position embeddings add once.
+        "GPT2LMHeadModel" => (
+            OpKind::LayerNorm,
+            module_count(&s, "LayerNorm"),
+            OpKind::Gelu,
+            module_count(&s, "NewGELUActivation"),
+            residual_adds + (embeddings - 1),
+        ),
+        // q/k/v have no bias; out_proj, c_fc and c_proj do.
+        "GPTNeoForCausalLM" => (
+            OpKind::LayerNorm,
+            module_count(&s, "LayerNorm"),
+            OpKind::Gelu,
+            module_count(&s, "NewGELUActivation"),
+            3 * layers + residual_adds + (embeddings - 1),
+        ),
+        // No biases; rotary embedding adds q*cos + rot(q)*sin for q and k; the rotary
+        // module computes its angles with one MatMul (inv_freq x positions).
+        "LlamaForCausalLM" => {
+            matmul += module_count(&s, "LlamaRotaryEmbedding");
+            (
+                OpKind::RmsNorm,
+                module_count(&s, "LlamaRMSNorm"),
+                OpKind::Silu,
+                module_count(&s, "SiLUActivation"),
+                residual_adds + 2 * layers,
+            )
+        }
+        other => panic!("no expectation for {other}"),
+    };
+    vec![
+        (OpKind::MatMul, matmul),
+        (OpKind::Add, adds),
+        (norm_kind, norms),
+        (act_kind, acts),
+        (OpKind::Softmax, layers),
+        (OpKind::Embedding, embeddings),
+    ]
+}
+
+const FIXTURES: [&str; 6] = [
+    "bert_tiny_op14",
+    "bert_tiny_op17",
+    "gpt2_tiny_op14",
+    "gpt2_tiny_op17",
+    "gptneo_tiny_op17",
+    "llama_tiny_op17",
+];
+
+fn compiled(name: &str, n_bits: u32, lower: bool) -> (ModelProto, suf_compiler::Summary) {
+    let model = suf_compiler::load_model(&fixture(&format!("{name}.onnx"))).unwrap();
+    let mut opts = CompileOptions::new(FixedPoint::new(n_bits, 12).unwrap());
+    opts.lower = lower;
+    let c = compile(&model, &opts).unwrap();
+    (c.model, c.summary)
+}
+
+#[test]
+fn suf_counts_match_the_architecture() {
+    for name in FIXTURES {
+        let (model, summary) = compiled(name, 37, false);
+        for (kind, expected) in expected_counts(name) {
+            assert_eq!(summary.count(kind), expected, "{name}: {kind}\n{summary}");
+        }
+        let layers = summary.count(OpKind::Softmax);
+        let masks = summary
+            .untouched
+            .iter()
+            .filter(|u| u.reason.contains("attention-mask"))
+            .count();
+        assert_eq!(
+            masks, layers,
+            "{name}: one mask-bias Add per attention layer\n{summary}"
+        );
+        // Every SUF node sits right after the node producing its input.
+        let graph = model.graph.unwrap();
+        let suf: Vec<usize> = (0..graph.node.len())
+            .filter(|&i| graph.node[i].op_type == suf_compiler::SUF_QUANTIZE)
+            .collect();
+        assert_eq!(suf.len(), summary.total_inserted());
+        for i in suf {
+            assert!(
+                graph.node[i - 1].output.contains(&graph.node[i].input[0]),
+                "{name}: node {i}"
+            );
+        }
+    }
+}
+
+struct Ref {
+    inputs: Vec<(String, Tensor)>,
+}
+
+fn reference(name: &str) -> (Ref, Value) {
+    let r = json(&format!("{name}.ref.json"));
+    let mut inputs = vec![];
+    for (k, v) in r["inputs"].as_object().unwrap() {
+        let rows: Vec<Vec<i64>> = serde_json::from_value(v.clone()).unwrap();
+        let flat: Vec<i64> = rows.concat();
+        let t = tract_ndarray::Array2::from_shape_vec((rows.len(), rows[0].len()), flat).unwrap();
+        inputs.push((k.clone(), t.into_dyn().into_tensor()));
+    }
+    (Ref { inputs }, r)
+}
+
+/// Runs a model in tract with the reference inputs (fed by name, in the model's order);
+/// `extra_outputs` adds tensors to read (by node name prefix).
+fn run(model: &ModelProto, r: &Ref, suf_outputs: bool) -> Vec<Arc<Tensor>> {
+    let mut m = tract_ops::onnx().model_for_proto_model(model).unwrap();
+    let names: Vec<String> = m
+        .input_outlets()
+        .unwrap()
+        .iter()
+        .map(|o| m.node(o.node).name.clone())
+        .collect();
+    for (i, n) in names.iter().enumerate() {
+        let t = &r.inputs.iter().find(|(k, _)| k == n).unwrap().1;
+        m.set_input_fact(i, InferenceFact::dt_shape(i64::datum_type(), t.shape()))
+            .unwrap();
+    }
+    if suf_outputs {
+        let outs: Vec<OutletId> = m
+            .nodes()
+            .iter()
+            .filter(|n| n.op.name() == "SufQuantize")
+            .map(|n| OutletId::new(n.id, 0))
+            .collect();
+        m.select_output_outlets(&outs).unwrap();
+    }
+    let plan = m.into_optimized().unwrap().into_runnable().unwrap();
+    let feeds: TVec<TValue> = names
+        .iter()
+        .map(|n| {
+            r.inputs
+                .iter()
+                .find(|(k, _)| k == n)
+                .unwrap()
+                .1
+                .clone()
+                .into_tvalue()
+        })
+        .collect();
+    plan.run(feeds)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.into_arc_tensor())
+        .collect()
+}
+
+fn floats(t: &Tensor) -> Vec<f32> {
+    t.cast_to::<f32>()
+        .unwrap()
+        .try_as_plain_ram()
+        .unwrap()
+        .as_slice::<f32>()
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn tract_runs_rewritten_models_on_the_grid_within_the_f12_error() {
+    for name in ["bert_tiny_op14", "gpt2_tiny_op17", "llama_tiny_op17"] {
+        let original = suf_compiler::load_model(&fixture(&format!("{name}.onnx"))).unwrap();
+        let (suf, summary) = compiled(name, 37, false);
+        let (r, json) = reference(name);
+        let float = floats(&run(&original, &r, false)[0]);
+        // The float graph in tract matches PyTorch (the reference file).
+        if let Some(logits) = json["logits"].as_array() {
+            let torch: Vec<f32> = logits
+                .iter()
+                .flat_map(|row| serde_json::from_value::<Vec<f32>>(row.clone()).unwrap())
+                .collect();
+            let d = float
+                .iter()
+                .zip(&torch)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(d < 1e-4, "{name}: tract vs PyTorch {d}");
+        }
+        let fixed = floats(&run(&suf, &r, false)[0]);
+        assert_eq!(float.len(), fixed.len());
+        let max_diff = float
+            .iter()
+            .zip(&fixed)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // Each SUF node moves a value by at most 2^-13; through a few dozen nodes of a
+        // small random model the logits move by a few 2^-12 steps, never by whole units.
+        assert!(max_diff > 0.0, "{name}: the rewrite changed nothing");
+        assert!(
+            max_diff < 64.0 / 4096.0,
+            "{name}: |float - suf| = {max_diff}"
+        );
+        // Every SUF node's output lies on the 2^-12 grid (and in the 37-bit ring).
+        let outs = run(&suf, &r, true);
+        assert_eq!(outs.len(), summary.total_inserted());
+        let fp = FixedPoint::new(37, 12).unwrap();
+        for t in &outs {
+            for v in floats(t) {
+                assert!(fp.on_grid(v as f64), "{name}: {v} is off the grid");
+            }
+        }
+    }
+}
+
+#[test]
+fn lowered_models_compute_the_same_values_as_suf_nodes() {
+    for name in ["bert_tiny_op17", "gpt2_tiny_op14"] {
+        let (custom, _) = compiled(name, 37, false);
+        let (lowered, summary) = compiled(name, 37, true);
+        assert!(summary.lowered);
+        let graph = lowered.graph.as_ref().unwrap();
+        assert!(
+            graph.node.iter().all(|n| n.domain.is_empty()),
+            "{name}: custom node left"
+        );
+        let (r, _) = reference(name);
+        let a = floats(&run(&custom, &r, false)[0]);
+        let b = floats(&run(&lowered, &r, false)[0]);
+        assert_eq!(a, b, "{name}: lowered and custom-op outputs differ");
+    }
+}
