@@ -3,25 +3,27 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, Result};
+use suf_compiler::{CompileOptions, Emulation, FixedPoint};
 use tract_onnx::pb::ModelProto;
 
 /// Emulation levels of SPEC section 2, in the order reports list them.
 pub const LEVELS: [&str; 3] = ["output", "ring", "sigma"];
 
+/// Reads an ONNX model, external data included.
 pub fn load_model(path: &Path) -> Result<ModelProto> {
-    crate::engine::read_proto(path)
+    suf_compiler::load_model(path)
 }
 
+/// tract's ONNX framework with the SUF custom ops registered (a superset of the plain one).
 pub fn framework() -> tract_onnx::Onnx {
-    tract_onnx::onnx().with_ignore_value_info(true)
+    suf_compiler::tract_ops::onnx().with_ignore_value_info(true)
 }
 
-pub fn compile(
-    _model: &ModelProto,
-    _n_bits: u32,
-    _frac_bits: u32,
-    level: &str,
-) -> Result<ModelProto> {
-    bail!("SUF compiler for level \"{level}\" is not wired in yet")
+/// Rewrites `model` for one emulation level, in process.
+pub fn compile(model: &ModelProto, n_bits: u32, frac_bits: u32, level: &str) -> Result<ModelProto> {
+    let fixed = FixedPoint::new(n_bits, frac_bits)?;
+    let mut opts = CompileOptions::new(fixed);
+    opts.emulation = level.parse::<Emulation>().map_err(|e| anyhow!(e))?;
+    Ok(suf_compiler::compile(model, &opts)?.model)
 }
