@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Export the Table 4 checkpoints (SPEC.md section 6) to ONNX for suf-run, or random-weight
+models of the exact Table 4 architectures (labelled random) for graph and speed checks.
+
+Needs internet for the checkpoints (Hugging Face hub); --random-arch needs none.
+Exporter settings are the ones suf is tested with (SPEC.md section 7): the legacy TorchScript
+exporter (dynamo=False), eval mode, eager attention, fixed seq 128, dynamic batch,
+inputs input_ids / attention_mask (+ token_type_ids for BERT), output "logits".
+
+  python3 scripts/export_onnx.py --all                       # every Table 4 row -> models/<id>.onnx
+  python3 scripts/export_onnx.py --row bert-base-sst2
+  python3 scripts/export_onnx.py --random-arch gpt2 --out models/random-gpt2.onnx
+
+REVISION PINNING: the revisions below are "main" because no machine this project runs on
+can reach the hub to read commit hashes. Record the hash you exported (printed, and written
+to <id>.export.json) and replace "main" with it to pin.
+"""
+import argparse
+import hashlib
+import json
+import os
+
+import torch
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification,
+                          AutoTokenizer)
+
+SEQ = 128
+# row id -> (hub id, revision, family)
+CHECKPOINTS = {
+    "bert-tiny-sst2": ("takedarn/bert-tiny-sst2", "main", "bert"),
+    "bert-tiny-mrpc": ("M-FAC/bert-tiny-finetuned-mrpc", "main", "bert"),
+    "bert-tiny-qnli": ("M-FAC/bert-tiny-finetuned-qnli", "main", "bert"),
+    "bert-base-sst2": ("textattack/bert-base-uncased-SST-2", "main", "bert"),
+    "bert-base-mrpc": ("textattack/bert-base-uncased-MRPC", "main", "bert"),
+    "bert-base-qnli": ("textattack/bert-base-uncased-QNLI", "main", "bert"),
+    "bert-large-sst2": ("yoshitomo-matsubara/bert-large-uncased-sst2", "main", "bert"),
+    "bert-large-mrpc": ("yoshitomo-matsubara/bert-large-uncased-mrpc", "main", "bert"),
+    "bert-large-qnli": ("yoshitomo-matsubara/bert-large-uncased-qnli", "main", "bert"),
+    "gpt2-lambada": ("gpt2", "main", "gpt"),
+    "gpt-neo-1.3b-lambada": ("EleutherAI/gpt-neo-1.3B", "main", "gpt"),
+}
+# --random-arch name -> (config source, family, config overrides)
+RANDOM_ARCHS = {
+    "bert-tiny": ("bert", dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512)),
+    "bert-base": ("bert", dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)),
+    "bert-large": ("bert", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)),
+    "gpt2": ("gpt2", dict(n_embd=768, n_layer=12, n_head=12)),
+    "gpt-neo-1.3b": ("gpt_neo", dict(hidden_size=2048, num_layers=24, num_heads=16,
+                                     attention_types=[[["global", "local"], 12]], window_size=256)),
+}
+
+
+class ByName(torch.nn.Module):
+    """Keyword call: the positional order of forward() differs between model classes."""
+
+    def __init__(self, model, names):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *args):
+        return self.model(**dict(zip(self.names, args)), use_cache=False).logits
+
+
+def export(model, family, path):
+    model = model.eval()
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if family == "bert" else [])
+    feeds = tuple(torch.ones(1, SEQ, dtype=torch.long) for _ in names)
+    kwargs = {"use_cache": False} if family == "gpt" else {}
+    wrapped = ByName(model, names) if kwargs else model
+    large = sum(p.numel() for p in model.parameters()) * 4 > 1.8e9
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.onnx.export(wrapped, feeds, path, input_names=names, output_names=["logits"],
+                      opset_version=17, dynamo=False, do_constant_folding=True,
+                      dynamic_axes={k: {0: "batch"} for k in names + ["logits"]})
+    if large:  # > 2 GB: ONNX needs external data (suf reads and writes it)
+        import onnx
+        m = onnx.load(path)
+        onnx.save(m, path, save_as_external_data=True, location=os.path.basename(path) + ".data")
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def export_checkpoint(row, out_dir):
+    hub, rev, family = CHECKPOINTS[row]
+    cls = AutoModelForSequenceClassification if family == "bert" else AutoModelForCausalLM
+    model = cls.from_pretrained(hub, revision=rev, attn_implementation="eager", torch_dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(hub, revision=rev)
+    path = os.path.join(out_dir, f"{row}.onnx")
+    sha = export(model, family, path)
+    tok.backend_tokenizer.save(os.path.join(out_dir, f"{row}.tokenizer.json"))
+    info = {"row": row, "hub_id": hub, "revision": rev, "resolved_commit": getattr(model.config, "_commit_hash", None),
+            "id2label": model.config.id2label, "onnx_sha256": sha}
+    with open(os.path.join(out_dir, f"{row}.export.json"), "w") as f:
+        json.dump(info, f, indent=1)
+    print(json.dumps(info))
+
+
+def export_random(arch, path):
+    base, overrides = RANDOM_ARCHS[arch]
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(base, **overrides)
+    config._attn_implementation = "eager"
+    if base == "bert":
+        config.num_labels = 2
+        model, family = AutoModelForSequenceClassification.from_config(config), "bert"
+    else:
+        model, family = AutoModelForCausalLM.from_config(config), "gpt"
+    sha = export(model, family, path)
+    print(json.dumps({"random_arch": arch, "label": "RANDOM WEIGHTS", "onnx": path, "onnx_sha256": sha}))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--row", choices=sorted(CHECKPOINTS), action="append", default=[])
+    ap.add_argument("--all", action="store_true")
+    ap.add_argument("--random-arch", choices=sorted(RANDOM_ARCHS))
+    ap.add_argument("--out-dir", default="models")
+    ap.add_argument("--out", help="output path for --random-arch")
+    args = ap.parse_args()
+    if args.random_arch:
+        export_random(args.random_arch, args.out or os.path.join(args.out_dir, f"random-{args.random_arch}.onnx"))
+    for row in (sorted(CHECKPOINTS) if args.all else args.row):
+        export_checkpoint(row, args.out_dir)
+
+
+if __name__ == "__main__":
+    main()
