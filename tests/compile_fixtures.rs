@@ -268,3 +268,44 @@ fn lowered_models_compute_the_same_values_as_suf_nodes() {
         assert_eq!(a, b, "{name}: lowered and custom-op outputs differ");
     }
 }
+
+/// onnxruntime's outputs for the lowered models (scripts/check_lowered_ort.py, committed in
+/// results/lowered_ort.json) equal tract's for the custom-op models.
+#[test]
+fn onnxruntime_on_lowered_models_matches_tract_on_suf_nodes() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results/lowered_ort.json");
+    let ort: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for (name, expected) in ort["models"].as_object().unwrap() {
+        let (custom, _) = compiled(name, 37, false);
+        let (r, json) = reference(name);
+        let out = run(&custom, &r, false)[0].clone();
+        let values = floats(&out);
+        let got: Vec<f32> = match json["lengths"].as_array() {
+            None => values,
+            Some(lengths) => {
+                let (seq, vocab) = (out.shape()[1], out.shape()[2]);
+                lengths
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(b, n)| {
+                        let at = (b * seq + n.as_u64().unwrap() as usize - 1) * vocab;
+                        values[at..at + 32].to_vec()
+                    })
+                    .collect()
+            }
+        };
+        let want: Vec<f32> = expected
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| serde_json::from_value::<Vec<f32>>(row.clone()).unwrap())
+            .collect();
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() as f64 <= 1e-9,
+                "{name}: tract {g} vs onnxruntime {w}"
+            );
+        }
+    }
+}
