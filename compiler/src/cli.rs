@@ -7,6 +7,7 @@ use crate::patterns::OpKind;
 use anyhow::{Context, Result};
 use clap::Parser;
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::PathBuf;
 use suf_fixed::{FixedPoint, Rounding, DEFAULT_FRAC_BITS};
 
@@ -105,7 +106,9 @@ fn run(args: Args) -> Result<()> {
         write_atomic(path, text.as_bytes())?;
     }
     save_model(&compiled.model, &args.output)?;
-    print!("{}", compiled.summary);
-    println!("wrote {}", args.output.display());
+    // A closed stdout (`| head`) must not turn a finished compilation into a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}", compiled.summary);
+    let _ = writeln!(out, "wrote {}", args.output.display());
     Ok(())
 }
