@@ -29,7 +29,29 @@ pub fn normalize(graph: &mut GraphProto) -> Vec<String> {
     if pows > 0 {
         notes.push(format!("rewrote {pows} Pow(x, 2|3) as multiplications"));
     }
+    let dropped = drop_unused_initializers(graph);
+    if dropped > 0 {
+        notes.push(format!(
+            "dropped {dropped} constants no node reads any more"
+        ));
+    }
     notes
+}
+
+/// The rewrites above can orphan constants (Pow exponents); runtimes warn about them.
+fn drop_unused_initializers(graph: &mut GraphProto) -> usize {
+    let used: std::collections::HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .chain(graph.output.iter().map(|o| o.name.clone()))
+        .collect();
+    let before = graph.initializer.len() + graph.node.len();
+    graph.initializer.retain(|t| used.contains(&t.name));
+    graph
+        .node
+        .retain(|n| n.op_type != "Constant" || n.output.iter().any(|o| used.contains(o)));
+    before - graph.initializer.len() - graph.node.len()
 }
 
 fn remove_passthrough(graph: &mut GraphProto) -> usize {
@@ -119,7 +141,11 @@ mod tests {
         b.output("y");
         let mut g = b.build().graph.unwrap();
         let notes = normalize(&mut g);
-        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert!(
+            g.initializer.is_empty(),
+            "the exponent 3 is orphaned and dropped"
+        );
         let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
         assert_eq!(ops, ["Mul", "Mul", "Relu"]);
         assert_eq!(g.node[0].input, ["x", "x"]);
