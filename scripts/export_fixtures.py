@@ -22,6 +22,7 @@ import os
 import numpy as np
 import torch
 import transformers
+from export_onnx import ByName  # noqa: E402  (scripts/ is on sys.path when run as a script)
 from transformers import (BertConfig, BertForSequenceClassification, GPT2Config,
                           GPT2LMHeadModel, GPTNeoConfig, GPTNeoForCausalLM, LlamaConfig,
                           LlamaForCausalLM)
@@ -68,17 +69,6 @@ def inputs(family, vocab):
     if family == "bert":
         feeds["token_type_ids"] = torch.zeros(2, SEQ, dtype=torch.int64)
     return feeds
-
-
-class ByName(torch.nn.Module):
-    """Calls the model with keyword inputs: positional order differs between classes."""
-
-    def __init__(self, model, names):
-        super().__init__()
-        self.model, self.names = model, names
-
-    def forward(self, *args):
-        return self.model(**dict(zip(self.names, args)), use_cache=False).logits
 
 
 def export(name, cls, config, family, opset, out):
