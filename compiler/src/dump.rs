@@ -2,7 +2,7 @@
 //! JSON for tools. Node order is the graph's (topological) order, so dumps diff cleanly.
 
 use crate::summary::Summary;
-use crate::{SUF_DOMAIN, SUF_QUANTIZE};
+use crate::SUF_DOMAIN;
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -99,14 +99,14 @@ fn text(graph: &GraphProto, summary: Option<&Summary>) -> String {
         let _ = writeln!(out, "input  {}", with_shape(&v.name));
     }
     for (i, n) in graph.node.iter().enumerate() {
-        let marker = if n.op_type == SUF_QUANTIZE {
+        let marker = if n.domain == SUF_DOMAIN {
             "SUF "
         } else {
             "    "
         };
         let ins: Vec<String> = n.input.iter().map(with_shape).collect();
         let outs: Vec<String> = n.output.iter().map(with_shape).collect();
-        let attrs: Vec<String> = if n.op_type == SUF_QUANTIZE || n.attribute.len() <= 4 {
+        let attrs: Vec<String> = if n.domain == SUF_DOMAIN || n.attribute.len() <= 4 {
             n.attribute
                 .iter()
                 .filter(|a| a.name != "value")
@@ -139,7 +139,7 @@ fn dot(graph: &GraphProto) -> String {
     let mut out = String::from("digraph suf {\n  rankdir=TB;\n  node [shape=box, fontsize=10];\n");
     let mut producer: HashMap<&str, usize> = HashMap::new();
     for (i, n) in graph.node.iter().enumerate() {
-        let style = if n.op_type == SUF_QUANTIZE {
+        let style = if n.domain == SUF_DOMAIN {
             ", style=filled, fillcolor=\"#ffd27f\""
         } else if n.op_type == "Constant" {
             ", shape=plaintext"

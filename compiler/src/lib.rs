@@ -14,6 +14,8 @@ pub mod normalize;
 pub mod onnx_io;
 pub mod pass;
 pub mod patterns;
+pub mod ring;
+pub mod stats;
 pub mod summary;
 pub mod tensor;
 pub mod tract_ops;
@@ -29,3 +31,5 @@ pub use tract_onnx::pb::ModelProto;
 pub const SUF_DOMAIN: &str = "ai.suf";
 /// Op type of the fused encode + wrap node (unique name: tract's registry ignores domains).
 pub const SUF_QUANTIZE: &str = "SufQuantize";
+/// Op type of the ring-exact matrix product (emulation levels `ring` and `sigma`).
+pub const SUF_RING_MATMUL: &str = "SufRingMatMul";

@@ -4,7 +4,7 @@ use crate::builder::{attr_int, attr_string};
 use crate::graph::GraphView;
 use crate::patterns::{self, OpKind, Site, Untouched};
 use crate::summary::Summary;
-use crate::{lower, normalize, tensor, SUF_DOMAIN, SUF_QUANTIZE};
+use crate::{lower, normalize, ring, tensor, SUF_DOMAIN, SUF_QUANTIZE};
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -88,10 +88,22 @@ pub struct Compiled {
 /// Rewrites a model: every matched op gets a SUF node on its output, and the op's float
 /// parameters are encoded once.
 pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
-    if opts.emulation != Emulation::Output {
+    if opts.emulation == Emulation::Sigma {
+        bail!("emulation level `sigma` is not implemented yet (available: output, ring)");
+    }
+    if opts.lower && opts.emulation != Emulation::Output {
         bail!(
-            "emulation level `{}` is not implemented yet (available: output)",
+            "--lower emits emulation level `output` only (got `{}`): the ring levels need \
+             integer products that standard ONNX ops cannot express exactly",
             opts.emulation
+        );
+    }
+    if opts.emulation != Emulation::Output && opts.fixed.n_bits() <= 2 * opts.fixed.frac_bits() {
+        bail!(
+            "emulation `{}` forms products at scale 2f = {}: n_bits must exceed it (got {})",
+            opts.emulation,
+            2 * opts.fixed.frac_bits(),
+            opts.fixed.n_bits()
         );
     }
     if opts.lower && opts.fixed.n_bits() > lower::MAX_LOWERED_N_BITS {
@@ -134,16 +146,45 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
             graph.name
         );
     }
-    let initializers_rewritten = encode_parameters(graph, &sites, opts)?;
+    let ring_plan = if opts.emulation == Emulation::Output {
+        ring::RingPlan::default()
+    } else {
+        ring::plan(&GraphView::new(graph), &sites, opts)
+    };
+    let initializers_rewritten = encode_parameters(graph, &sites, opts, &ring_plan.biases())?;
+    let covered = ring_plan.covered_anchors(&sites);
     let mut inserted = BTreeMap::new();
     let mut forms = BTreeMap::new();
     for site in &sites {
+        let fused = covered.contains(&site.anchor) && site.kind != OpKind::MatMul;
+        if fused {
+            *forms
+                .entry(format!("{}: fused into a ring product", site.kind))
+                .or_insert(0) += 1;
+            continue;
+        }
         *inserted.entry(site.kind).or_insert(0) += 1;
-        *forms
-            .entry(format!("{}: {}", site.kind, site.form))
-            .or_insert(0) += 1;
+        let how = if covered.contains(&site.anchor) {
+            format!("{} (ring product)", site.form)
+        } else {
+            site.form.to_string()
+        };
+        *forms.entry(format!("{}: {how}", site.kind)).or_insert(0) += 1;
     }
-    insert_suf_nodes(graph, &sites, opts);
+    for (node, why) in &ring_plan.kept_float {
+        untouched.push(Untouched {
+            node: node.clone(),
+            op: "Gemm".into(),
+            reason: why.clone(),
+        });
+    }
+    ring::apply(graph, &ring_plan, opts);
+    let quantized: Vec<Site> = sites
+        .iter()
+        .filter(|s| !covered.contains(&s.anchor))
+        .cloned()
+        .collect();
+    insert_suf_nodes(graph, &quantized, opts);
     if !model.opset_import.iter().any(|o| o.domain == SUF_DOMAIN) {
         model.opset_import.push(OperatorSetIdProto {
             domain: SUF_DOMAIN.into(),
@@ -174,10 +215,12 @@ fn encode_parameters(
     graph: &mut tract_onnx::pb::GraphProto,
     sites: &[Site],
     opts: &CompileOptions,
+    keep_float: &HashSet<String>,
 ) -> Result<usize> {
     let names: HashSet<&str> = sites
         .iter()
         .flat_map(|s| s.params.iter().map(String::as_str))
+        .filter(|p| !keep_float.contains(*p))
         .collect();
     let mut count = 0;
     for t in graph

@@ -81,6 +81,8 @@ pub struct Site {
     pub form: &'static str,
     /// The tensor the SUF node quantizes: the final output of the op or pattern.
     pub anchor: String,
+    /// The data tensor the op or pattern reads (what a replacement op takes as input).
+    pub input: String,
     /// Nodes making up the op or pattern (indices into `graph.node`).
     pub nodes: Vec<usize>,
     /// Float initializers of the op (weights, biases, gamma, beta, tables) to encode.
@@ -134,6 +136,7 @@ pub fn find_sites(view: &GraphView, mask_bound: f64) -> Matches {
             kind,
             form,
             anchor: n.output[0].clone(),
+            input: n.input.first().cloned().unwrap_or_default(),
             nodes: vec![i],
             params: float_initializers(view, &n.input),
         };
@@ -309,6 +312,7 @@ fn layer_norm_decomposed(view: &GraphView, div: usize) -> Option<Site> {
         kind: OpKind::LayerNorm,
         form: "decomposed pattern",
         anchor,
+        input: x.clone(),
         nodes,
         params,
     })
@@ -368,6 +372,7 @@ fn rms_norm(view: &GraphView, sqrt: usize) -> Option<Site> {
         kind: OpKind::RmsNorm,
         form: "decomposed pattern",
         anchor: cur,
+        input: x.clone(),
         nodes,
         params,
     })
@@ -402,6 +407,7 @@ fn gelu_erf(view: &GraphView, erf: usize) -> Option<Site> {
         kind: OpKind::Gelu,
         form: "erf pattern",
         anchor,
+        input: x.clone(),
         nodes,
         params: vec![],
     })
@@ -435,6 +441,7 @@ fn gelu_tanh(view: &GraphView, tanh: usize) -> Option<Site> {
         kind: OpKind::Gelu,
         form: "tanh pattern (gelu_new)",
         anchor,
+        input: x.clone(),
         nodes,
         params: vec![],
     })
@@ -454,6 +461,7 @@ fn silu(view: &GraphView, sig: usize) -> Option<Site> {
         kind: OpKind::Silu,
         form: "x*Sigmoid(x) pattern",
         anchor,
+        input: x.clone(),
         nodes: vec![sig, mul],
         params: vec![],
     })

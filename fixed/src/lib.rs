@@ -12,6 +12,7 @@
 //! The compiler (which rewrites initializers and emits SUF nodes) and the runner (which
 //! executes those nodes inside tract) both call this crate, so the two cannot drift apart.
 
+pub mod matmul;
 mod ring;
 
 pub use ring::{ars, wrap_i128, wrap_i64};
@@ -196,6 +197,29 @@ impl FixedPoint {
             // Exact cast below 2^62; the shift pair is Wrap_n (sign extension of n bits).
             let q = ((v as i64) << shift) >> shift;
             *x = (q as f64 * inv) as f32;
+        }
+        Ok(())
+    }
+
+    /// Encodes a tensor to ring values (scale f) held as integer-valued `f64`, the operand
+    /// form of `matmul::RingMatMul`. Exact, wrapping like `encode`.
+    pub fn encode_slice_f32(
+        self,
+        xs: &[f32],
+        rounding: Rounding,
+        out: &mut [f64],
+    ) -> Result<(), NonFiniteAt> {
+        let scale = self.scale();
+        let half = pow2(self.n_bits as i32 - 1);
+        for (i, (o, &x)) in out.iter_mut().zip(xs).enumerate() {
+            let v = rounding.apply(x as f64 * scale);
+            *o = if v.abs() < half {
+                v
+            } else if v.is_finite() {
+                wrap_integral_f64(v, self.n_bits) as f64
+            } else {
+                return Err(NonFiniteAt(i));
+            };
         }
         Ok(())
     }

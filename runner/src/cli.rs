@@ -68,6 +68,30 @@ struct RunArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Per-SUF-node diagnostics for one row: headroom, overflows, error and cosine vs float
+    Diagnose {
+        #[arg(long)]
+        config: PathBuf,
+        /// Row id from the config
+        #[arg(long)]
+        row: String,
+        /// Emulation level: output, ring or sigma
+        #[arg(long, default_value = "output")]
+        emulation: String,
+        /// Ring size to diagnose (default: the row's n_bits)
+        #[arg(long)]
+        n_bits: Option<u32>,
+        /// Number of examples (the first N of the dataset)
+        #[arg(long, default_value_t = 8)]
+        examples: usize,
+        #[arg(long)]
+        out_json: PathBuf,
+        #[arg(long)]
+        out_md: Option<PathBuf>,
+        /// Error-by-layer plot
+        #[arg(long)]
+        out_svg: Option<PathBuf>,
+    },
     /// Combine shard reports (`--shard K/N` runs) into the report a single run gives
     Merge {
         /// Shard reports, one per K in 0..N
@@ -123,6 +147,37 @@ fn dispatch(cli: Cli) -> Result<()> {
             out_json,
             out_md,
         }) => crate::merge::merge_files(&inputs, &out_json, out_md.as_deref()),
+        Some(Command::Diagnose {
+            config,
+            row,
+            emulation,
+            n_bits,
+            examples,
+            out_json,
+            out_md,
+            out_svg,
+        }) => {
+            let d = crate::diagnose::diagnose(&crate::diagnose::DiagnoseOptions {
+                config,
+                row,
+                level: emulation,
+                n_bits,
+                examples,
+                out_json,
+                out_md,
+                out_svg,
+            })?;
+            eprintln!(
+                "diagnosed {} SUF nodes of {} ({}, n_bits={}) on {} examples: {} overflowed",
+                d.nodes.len(),
+                d.row,
+                d.emulation,
+                d.n_bits,
+                d.examples,
+                d.flagged.len()
+            );
+            Ok(())
+        }
         None => {
             let a = cli.run;
             let config = a

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
@@ -45,6 +45,8 @@ pub struct Engine {
     pub seq_len: usize,
     /// Shape of the logits output with the batch dim included.
     pub output_shape: Vec<usize>,
+    /// Intermediate tensors returned after the logits (diagnostics), by ONNX tensor name.
+    pub probes: Vec<String>,
 }
 
 impl Engine {
@@ -56,6 +58,19 @@ impl Engine {
         model_dir: Option<&std::path::Path>,
         batch: usize,
         seq_len: usize,
+    ) -> Result<Self> {
+        Self::with_probes(framework, proto, model_dir, batch, seq_len, &[])
+    }
+
+    /// Like `new`, and also returns the named intermediate tensors after the logits
+    /// (`run_all`), for per-node diagnostics.
+    pub fn with_probes(
+        framework: &tract_onnx::Onnx,
+        proto: &ModelProto,
+        model_dir: Option<&std::path::Path>,
+        batch: usize,
+        seq_len: usize,
+        probes: &[String],
     ) -> Result<Self> {
         let dir = model_dir.and_then(|d| d.to_str());
         let parsed = framework
@@ -92,7 +107,21 @@ impl Engine {
             })
             .or_else(|| outputs.first().copied())
             .context("model has no outputs")?;
-        model.select_output_outlets(&[logits])?;
+        let mut selected = vec![logits];
+        for name in probes {
+            selected.push(
+                model
+                    .find_outlet_label(name)
+                    .or_else(|| {
+                        model
+                            .node_by_name(name)
+                            .ok()
+                            .map(|n| OutletId::new(n.id, 0))
+                    })
+                    .with_context(|| format!("no tensor named \"{name}\" in the graph"))?,
+            );
+        }
+        model.select_output_outlets(&selected)?;
         let typed = model.into_typed().map_err(|e| {
             anyhow!("tract cannot type the graph with inputs [{batch}, {seq_len}]: {e:#}")
         })?;
@@ -118,11 +147,18 @@ impl Engine {
             batch,
             seq_len,
             output_shape,
+            probes: probes.to_vec(),
         })
     }
 
     /// Runs one batch; the logits have `output_shape`.
     pub fn run(&self, tb: &TokenBatch) -> Result<Logits> {
+        let mut all = self.run_all(tb)?;
+        Ok(Logits(all.remove(0)))
+    }
+
+    /// Runs one batch: the logits, then one tensor per probe.
+    pub fn run_all(&self, tb: &TokenBatch) -> Result<Vec<TValue>> {
         if tb.batch != self.batch || tb.seq_len != self.seq_len {
             bail!(
                 "batch [{}, {}] does not match the plan's [{}, {}]",
@@ -165,10 +201,9 @@ impl Engine {
                     anyhow!("tract panicked while running the graph: {msg}")
                 })?
                 .map_err(|e| anyhow!("tract run failed: {e:#}"))?;
-        let out = outputs
-            .into_iter()
-            .next()
-            .context("model produced no output")?;
+        let mut outputs: Vec<TValue> = outputs.into_iter().collect();
+        ensure!(!outputs.is_empty(), "model produced no output");
+        let out = &outputs[0];
         if out.shape() != self.output_shape.as_slice() {
             bail!(
                 "logits shape {:?}, expected {:?}",
@@ -178,7 +213,16 @@ impl Engine {
         }
         // Validate once so reading it later cannot fail.
         out.try_as_plain_ram()?.as_slice::<f32>()?;
-        Ok(Logits(out))
+        for (p, t) in self.probes.iter().zip(outputs.iter_mut().skip(1)) {
+            if t.datum_type() != DatumType::F32 {
+                *t = t
+                    .cast_to::<f32>()
+                    .with_context(|| format!("probe {p}"))?
+                    .into_owned()
+                    .into_tvalue();
+            }
+        }
+        Ok(outputs)
     }
 }
 

@@ -115,10 +115,7 @@ fn run_batch(
     float: &Engine,
     suf: &[(String, Engine)],
 ) -> Result<(RowTally, Vec<Prediction>)> {
-    let tb = match inputs {
-        Inputs::Classify(v) => classify_batch(&v[start..end], float.batch, float.seq_len),
-        Inputs::Lm(v) => lm_batch(&v[start..end], float.batch, float.seq_len),
-    };
+    let tb = token_batch(inputs, start, end, float.batch, float.seq_len);
     let timed = |engine: &Engine| -> Result<(Logits, Duration)> {
         let t0 = Instant::now();
         let out = engine.run(&tb)?;
@@ -241,6 +238,14 @@ fn finite(xs: &[f32], example: usize) -> Result<&[f32]> {
     match xs.iter().position(|x| !x.is_finite()) {
         None => Ok(xs),
         Some(p) => anyhow::bail!("example {example}: non-finite logit {} at index {p}", xs[p]),
+    }
+}
+
+/// The token batch holding examples `start..end` (padded to `batch` rows).
+pub fn token_batch(inputs: &Inputs, start: usize, end: usize, batch: usize, seq_len: usize) -> TokenBatch {
+    match inputs {
+        Inputs::Classify(v) => classify_batch(&v[start..end], batch, seq_len),
+        Inputs::Lm(v) => lm_batch(&v[start..end], batch, seq_len),
     }
 }
 

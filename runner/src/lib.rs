@@ -1,8 +1,10 @@
 //! suf's runner: datasets, tokenization, tract execution of float and SUF graphs, reports.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod diagnose;
 pub mod engine;
 pub mod evaluate;
 pub mod hash;

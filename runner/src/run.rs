@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{Family, LoadedConfig, MissingModel, Row};
+use crate::config::{LoadedConfig, MissingModel, Row};
 use crate::data;
 use crate::engine::Engine;
 use crate::evaluate::{self, Prediction};
@@ -305,12 +305,7 @@ impl RowContext<'_> {
         let indices: Vec<usize> = range.clone().collect();
         let chosen = &limited[range];
         let tokenizer = tokenize::load_tokenizer(&self.loaded.resolve(&row.tokenizer))?;
-        let inputs = match row.family {
-            Family::BertSeqCls => {
-                Inputs::Classify(tokenize::encode_classify(&tokenizer, chosen, seq_len)?)
-            }
-            Family::GptLm => Inputs::Lm(tokenize::encode_lambada(&tokenizer, chosen, seq_len)?),
-        };
+        let inputs = tokenize::encode(row.family, &tokenizer, chosen, seq_len)?;
         out.model_sha256 = Some(hash::sha256_file(&model_path)?);
         let (tally, predictions) = if inputs.is_empty() {
             (empty_tally(&self.opts.emulation), vec![])
@@ -345,8 +340,8 @@ impl RowContext<'_> {
         // Always the configured batch (short batches are padded): a shard then computes each
         // example with exactly the kernels a single run uses, so merged numbers match bit for bit.
         let batch = self.batch_size;
-        let float =
-            Engine::new(&framework, &proto, dir, batch, global.seq_len).context("float graph")?;
+        let float = Engine::new(&framework, &suf::normalized(&proto), dir, batch, global.seq_len)
+            .context("float graph")?;
         let mut suf_engines = Vec::new();
         for level in &self.opts.emulation {
             let rewritten = suf::compile(&proto, row.n_bits, row.frac_bits(global), level)?;

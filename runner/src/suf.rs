@@ -27,3 +27,14 @@ pub fn compile(model: &ModelProto, n_bits: u32, frac_bits: u32, level: &str) -> 
     opts.emulation = level.parse::<Emulation>().map_err(|e| anyhow!(e))?;
     Ok(suf_compiler::compile(model, &opts)?.model)
 }
+
+/// The float graph as the runner executes it: the compiler's exact clean-ups applied
+/// (stale value_info dropped, Identity/Dropout removed, Pow(x, 2|3) as products, which is
+/// how PyTorch computes them), so that float and SUF graphs share their fast kernels.
+pub fn normalized(model: &ModelProto) -> ModelProto {
+    let mut m = model.clone();
+    if let Some(g) = m.graph.as_mut() {
+        suf_compiler::normalize::normalize(g);
+    }
+    m
+}

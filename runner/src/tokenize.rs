@@ -54,6 +54,21 @@ impl Inputs {
     }
 }
 
+/// Tokenizes examples the way the row's model family reads them.
+pub fn encode(
+    family: crate::config::Family,
+    tokenizer: &Tokenizer,
+    examples: &[Example],
+    seq_len: usize,
+) -> Result<Inputs> {
+    Ok(match family {
+        crate::config::Family::BertSeqCls => {
+            Inputs::Classify(encode_classify(tokenizer, examples, seq_len)?)
+        }
+        crate::config::Family::GptLm => Inputs::Lm(encode_lambada(tokenizer, examples, seq_len)?),
+    })
+}
+
 /// Loads `path`: a tokenizer.json, or (when only those exist) a BERT vocab.txt or a GPT-2
 /// vocab.json + merges.txt, given directly or as the directory / sibling of a missing tokenizer.json.
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {

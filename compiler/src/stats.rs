@@ -1,0 +1,60 @@
+//! Per-node statistics the SUF ops record while they run, for `suf-run --diagnose`.
+//!
+//! Recording is off unless a caller turns it on: the ops then pay one relaxed atomic load
+//! per evaluation. The recorder is process-wide because tract builds the ops from the ONNX
+//! parser, where no handle of ours can be threaded through.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// What one SUF node saw over every evaluation since recording was turned on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NodeStats {
+    /// Largest |value| reaching the node's encoding at scale f, in real units.
+    pub max_abs: f64,
+    /// Values that fell outside the ring at scale f (|x| >= 2^(n-1-f)) and wrapped.
+    pub overflows: usize,
+    /// Largest |product + bias| at scale 2f before truncation (ring products only).
+    pub max_abs_2f: Option<f64>,
+    /// Products that fell outside the ring at scale 2f (|y| >= 2^(n-1-2f)) and wrapped.
+    pub overflows_2f: usize,
+    /// Elements processed.
+    pub elements: usize,
+}
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static STATS: Mutex<BTreeMap<String, NodeStats>> = Mutex::new(BTreeMap::new());
+
+/// Turns recording on or off; turning it on clears what was recorded before.
+pub fn set_enabled(on: bool) {
+    if on {
+        STATS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+#[inline]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Takes what was recorded, keyed by SUF node name.
+pub fn take() -> BTreeMap<String, NodeStats> {
+    std::mem::take(&mut *STATS.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Folds one evaluation's numbers into the node's record.
+pub(crate) fn record(node: &str, update: impl FnOnce(&mut NodeStats)) {
+    let mut map = STATS.lock().unwrap_or_else(|e| e.into_inner());
+    update(map.entry(node.to_string()).or_default());
+}
+
+/// max |x| and the count of |x| >= bound over a slice, for the encoding at scale f.
+pub(crate) fn scan_f32(xs: &[f32], bound: f64) -> (f64, usize) {
+    xs.iter().fold((0.0f64, 0usize), |(m, c), &x| {
+        let a = (x as f64).abs();
+        (m.max(a), c + (a >= bound) as usize)
+    })
+}

@@ -1,0 +1,270 @@
+//! `SufRingMatMul`: a MatMul/Gemm (and its bias) computed in the ring, levels `ring` and
+//! `sigma`. Operands are encoded at scale f, multiplied exactly at 2f, the bias is added
+//! at 2f, the sum wraps to n bits and is truncated by `shift` bits (suf_fixed::matmul).
+
+use super::{opt_int_attr, SufAttrs};
+use crate::{stats, SUF_RING_MATMUL};
+use suf_fixed::matmul::{ProductStats, RingMatMul, Strided};
+use suf_fixed::{pow2, FixedPoint, Rounding};
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
+use tract_onnx::tract_hir::ops::matmul::compute_shapes;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SufRingMatMul {
+    pub node: String,
+    pub fixed: FixedPoint,
+    /// Encoding of operands that are not already on the grid, and of the bias at 2f.
+    pub encoding: Rounding,
+    /// How the 2f sum returns to scale f.
+    pub truncation: Rounding,
+    pub shift: u32,
+    /// B is stored [N, K] (Gemm's transB).
+    pub trans_b: bool,
+    /// Multiplier applied after truncation, then truncated by f again: SIGMA's
+    /// `T(2^f / sqrt(d))` for attention heads whose sqrt(d) is not a power of two.
+    pub post_multiplier: Option<i64>,
+}
+
+impl SufRingMatMul {
+    pub fn from_node(node: &NodeProto) -> TractResult<Self> {
+        let attrs = SufAttrs::parse(node)?;
+        let f = attrs.fixed.frac_bits();
+        let shift = opt_int_attr(node, "shift").unwrap_or(f as i64);
+        let shift = u32::try_from(shift)
+            .ok()
+            .filter(|s| *s < attrs.fixed.n_bits())
+            .with_context(|| format!("SUF node {}: shift {shift} out of range", node.name))?;
+        let truncation = super::string_attr(node, "truncation")
+            .map(|s| s.parse::<Rounding>())
+            .transpose()
+            .map_err(|e| anyhow!("SUF node {}: {e}", node.name))?
+            .unwrap_or(Rounding::Floor);
+        Ok(SufRingMatMul {
+            node: attrs.node,
+            fixed: attrs.fixed,
+            encoding: attrs.rounding,
+            truncation,
+            shift,
+            trans_b: opt_int_attr(node, "trans_b").unwrap_or(0) != 0,
+            post_multiplier: opt_int_attr(node, "post_multiplier"),
+        })
+    }
+
+    fn encode(&self, t: &Tensor, what: &str) -> TractResult<Vec<f64>> {
+        let t = t.cast_to::<f32>()?;
+        let xs = t.try_as_plain_ram()?;
+        let xs = xs.as_slice::<f32>()?;
+        let mut out = vec![0f64; xs.len()];
+        self.fixed
+            .encode_slice_f32(xs, self.encoding, &mut out)
+            .map_err(|e| anyhow!("SUF node {}: {what}: {e}", self.node))?;
+        Ok(out)
+    }
+}
+
+impl Op for SufRingMatMul {
+    fn name(&self) -> StaticName {
+        SUF_RING_MATMUL.into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "n_bits={} frac_bits={} shift={} truncation={} trans_b={}",
+            self.fixed.n_bits(),
+            self.fixed.frac_bits(),
+            self.shift,
+            self.truncation,
+            self.trans_b
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for SufRingMatMul {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let (a_shape, b_shape) = (inputs[0].shape().to_vec(), inputs[1].shape().to_vec());
+        ensure!(
+            a_shape.len() >= 2 && b_shape.len() >= 2,
+            "SUF node {}: ring MatMul needs operands of rank >= 2, got {a_shape:?} x {b_shape:?}",
+            self.node
+        );
+        let (a_full, b_full, _, c_shape) =
+            compute_shapes(a_shape.clone().into(), b_shape.clone().into(), false, self.trans_b, false)?;
+        let a = self.encode(&inputs[0], "operand A")?;
+        let b = self.encode(&inputs[1], "operand B")?;
+        let bias = match inputs.get(2) {
+            Some(t) => {
+                let t = t.cast_to::<f32>()?;
+                let vals = t.try_as_plain_ram()?;
+                let vals = vals.as_slice::<f32>()?;
+                let two_f = 2 * self.fixed.frac_bits();
+                Some(
+                    vals.iter()
+                        .map(|&v| self.fixed.encode_at(v as f64, self.encoding, two_f))
+                        .collect::<Result<Vec<i64>, _>>()
+                        .map_err(|e| anyhow!("SUF node {}: bias: {e}", self.node))?,
+                )
+            }
+            None => None,
+        };
+        let rank = c_shape.len();
+        let (m, k) = (a_full[rank - 2], a_full[rank - 1]);
+        let n = c_shape[rank - 1];
+        if let Some(bias) = &bias {
+            ensure!(
+                bias.len() == n,
+                "SUF node {}: bias has {} values for {n} output columns",
+                self.node,
+                bias.len()
+            );
+        }
+        let batch: Vec<usize> = c_shape[..rank - 2].to_vec();
+        let a_strides = batch_strides(&a_full[..rank - 2], m * k);
+        let b_strides = batch_strides(&b_full[..rank - 2], k * n);
+        let op = RingMatMul {
+            fixed: self.fixed,
+            truncation: self.truncation,
+            shift: self.shift,
+        };
+        let count: usize = batch.iter().product();
+        let mut out = vec![0i64; count * m * n];
+        let mut total = ProductStats::default();
+        let mut index = vec![0usize; batch.len()];
+        for (bi, chunk) in out.chunks_mut(m * n).enumerate() {
+            let mut rem = bi;
+            for d in (0..batch.len()).rev() {
+                index[d] = rem % batch[d];
+                rem /= batch[d];
+            }
+            let a_off: usize = index.iter().zip(&a_strides).map(|(i, s)| i * s).sum();
+            let b_off: usize = index.iter().zip(&b_strides).map(|(i, s)| i * s).sum();
+            let av = Strided {
+                data: &a[a_off..a_off + m * k],
+                rows: m,
+                cols: k,
+                row_stride: k as isize,
+                col_stride: 1,
+            };
+            let bv = if self.trans_b {
+                Strided {
+                    data: &b[b_off..b_off + k * n],
+                    rows: k,
+                    cols: n,
+                    row_stride: 1,
+                    col_stride: k as isize,
+                }
+            } else {
+                Strided {
+                    data: &b[b_off..b_off + k * n],
+                    rows: k,
+                    cols: n,
+                    row_stride: n as isize,
+                    col_stride: 1,
+                }
+            };
+            total.merge(op.run(av, bv, bias.as_deref(), chunk));
+        }
+        if let Some(c) = self.post_multiplier {
+            let f = self.fixed.frac_bits();
+            for v in out.iter_mut() {
+                let scaled = self.fixed.wrap(*v as i128 * c as i128);
+                *v = self.fixed.wrap(suf_fixed::matmul::truncate(scaled, f, self.truncation) as i128);
+            }
+        }
+        if stats::enabled() {
+            let inv = pow2(-(self.fixed.frac_bits() as i32));
+            let max_out = out.iter().fold(0f64, |m, &v| m.max((v as f64 * inv).abs()));
+            stats::record(&self.node, |s| {
+                s.max_abs = s.max_abs.max(max_out);
+                // The output is a wrapped ring value: overflow shows at 2f, not here.
+                s.max_abs_2f = Some(s.max_abs_2f.unwrap_or(0.0).max(total.max_abs_real));
+                s.overflows_2f += total.overflows;
+                s.elements += total.elements;
+            });
+        }
+        let inv = pow2(-(self.fixed.frac_bits() as i32));
+        let data: Vec<f32> = out.iter().map(|&q| (q as f64 * inv) as f32).collect();
+        Ok(tvec!(tensor1(&data).into_shape(&c_shape)?.into_tvalue()))
+    }
+}
+
+/// Element strides of each batch axis of a contiguous [batch.., rows, cols] tensor, zero
+/// where the axis is broadcast (size 1).
+fn batch_strides(dims: &[usize], matrix: usize) -> Vec<usize> {
+    let mut strides = vec![0; dims.len()];
+    let mut acc = matrix;
+    for d in (0..dims.len()).rev() {
+        strides[d] = if dims[d] == 1 { 0 } else { acc };
+        acc *= dims[d];
+    }
+    strides
+}
+
+impl TypedOp for SufRingMatMul {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let (_, _, _, c) = compute_shapes(
+            inputs[0].shape.to_tvec(),
+            inputs[1].shape.to_tvec(),
+            false,
+            self.trans_b,
+            false,
+        )?;
+        Ok(tvec!(f32::fact(c)))
+    }
+
+    as_op!();
+}
+
+/// The inference-time face of the op: shape rules, then the typed op above.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct RingMatMulInference(SufRingMatMul);
+
+impl Expansion for RingMatMulInference {
+    fn name(&self) -> StaticName {
+        SUF_RING_MATMUL.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        let trans_b = self.0.trans_b;
+        s.given_2(&inputs[0].shape, &inputs[1].shape, move |s, a, b| {
+            let (_, _, _, c) = compute_shapes(a, b, false, trans_b, false)?;
+            s.equals(&outputs[0].shape, c)
+        })?;
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        model.wire_node(prefix, self.0.clone(), inputs)
+    }
+}
+
+pub(super) fn parse(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    ensure!(
+        (2..=3).contains(&node.input.len()),
+        "SUF node {}: SufRingMatMul takes A, B and an optional bias",
+        node.name
+    );
+    let op = SufRingMatMul::from_node(node)?;
+    Ok((expand(RingMatMulInference(op)), vec![]))
+}

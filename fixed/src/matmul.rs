@@ -1,0 +1,257 @@
+//! Matrix products in the ring, as the FSS protocols compute them (SPEC.md section 2,
+//! level `ring`): operands are ring values at scale f, their product is formed exactly at
+//! scale 2f, the bias (at 2f) is added, the sum is wrapped to n bits, then truncated by f
+//! bits (SIGMA's `TrFloor` when the rule is floor) and wrapped again.
+//!
+//! The products are exact. When every partial sum provably stays below 2^53 in magnitude
+//! the product runs as an f64 GEMM on integer-valued operands (fast, and exact because
+//! every intermediate is an integer an f64 holds); otherwise it falls back to wrapping
+//! `i64` arithmetic, which is exact modulo 2^64 and so modulo 2^n.
+
+use crate::{pow2, wrap_i64, FixedPoint, Rounding};
+
+/// A strided matrix view: element (i, j) is `data[i * row + j * col]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Strided<'a> {
+    pub data: &'a [f64],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: isize,
+    pub col_stride: isize,
+}
+
+impl Strided<'_> {
+    fn max_abs(&self) -> f64 {
+        self.data.iter().fold(0.0f64, |m, v| m.max(v.abs()))
+    }
+
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> f64 {
+        self.data[(i as isize * self.row_stride + j as isize * self.col_stride) as usize]
+    }
+}
+
+/// What the products looked like before truncation: how close the ring came to wrapping.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProductStats {
+    /// Largest |product + bias| at scale 2f, in real units (2^-2f per unit).
+    pub max_abs_real: f64,
+    /// Elements whose product + bias fell outside the n-bit ring at scale 2f (they wrapped).
+    pub overflows: usize,
+    /// Elements computed.
+    pub elements: usize,
+}
+
+impl ProductStats {
+    pub fn merge(&mut self, other: ProductStats) {
+        self.max_abs_real = self.max_abs_real.max(other.max_abs_real);
+        self.overflows += other.overflows;
+        self.elements += other.elements;
+    }
+}
+
+/// One ring matrix product with its truncation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RingMatMul {
+    pub fixed: FixedPoint,
+    /// How the 2f-scale sum is brought back to scale f (floor = arithmetic right shift).
+    pub truncation: Rounding,
+    /// Bits dropped after the product: f, or f + 3 when SIGMA folds attention's 1/8 in.
+    pub shift: u32,
+}
+
+const EXACT_F64: f64 = 9007199254740992.0; // 2^53
+
+impl RingMatMul {
+    /// `out[i * n + j]` = the ring value (scale f) of row i of `a` times column j of `b`,
+    /// plus `bias_2f[j]`. `a` and `b` hold integer ring values (scale f) as `f64`.
+    pub fn run(
+        &self,
+        a: Strided,
+        b: Strided,
+        bias_2f: Option<&[i64]>,
+        out: &mut [i64],
+    ) -> ProductStats {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        debug_assert_eq!(b.rows, k);
+        debug_assert_eq!(out.len(), m * n);
+        let bound = a.max_abs() * b.max_abs() * k as f64;
+        if bound < EXACT_F64 {
+            let mut c = vec![0f64; m * n];
+            // SAFETY: the views' strides address inside their slices (checked by
+            // `Strided::check`), `c` is m x n row-major.
+            unsafe {
+                matrixmultiply::dgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.data.as_ptr(),
+                    a.row_stride,
+                    a.col_stride,
+                    b.data.as_ptr(),
+                    b.row_stride,
+                    b.col_stride,
+                    0.0,
+                    c.as_mut_ptr(),
+                    n as isize,
+                    1,
+                );
+            }
+            for (o, v) in out.iter_mut().zip(&c) {
+                *o = *v as i64;
+            }
+        } else {
+            for i in 0..m {
+                for j in 0..n {
+                    let mut acc = 0i64;
+                    for l in 0..k {
+                        let x = a.at(i, l) as i64;
+                        let y = b.at(l, j) as i64;
+                        acc = acc.wrapping_add(x.wrapping_mul(y));
+                    }
+                    out[i * n + j] = acc;
+                }
+            }
+        }
+        self.finish(out, n, bias_2f)
+    }
+
+    /// Adds the bias, records overflow, wraps, truncates: the step after every product.
+    fn finish(&self, out: &mut [i64], n: usize, bias_2f: Option<&[i64]>) -> ProductStats {
+        let bits = self.fixed.n_bits();
+        let half = 1i128 << (bits - 1);
+        let mut max_abs = 0i128;
+        let mut overflows = 0usize;
+        for (idx, o) in out.iter_mut().enumerate() {
+            let mut v = *o as i128;
+            if let Some(bias) = bias_2f {
+                v += bias[idx % n] as i128;
+            }
+            max_abs = max_abs.max(v.abs());
+            overflows += (v >= half || v < -half) as usize;
+            let wrapped = wrap_i64(v as i64, bits);
+            *o = wrap_i64(truncate(wrapped, self.shift, self.truncation), bits);
+        }
+        ProductStats {
+            max_abs_real: max_abs as f64 * pow2(-2 * self.fixed.frac_bits() as i32),
+            overflows,
+            elements: out.len(),
+        }
+    }
+}
+
+/// v / 2^shift, rounded by `rule`, on exact integers.
+#[inline(always)]
+pub fn truncate(v: i64, shift: u32, rule: Rounding) -> i64 {
+    if shift == 0 {
+        return v;
+    }
+    let floor = v >> shift;
+    let rem = v - (floor << shift);
+    match rule {
+        Rounding::Floor => floor,
+        Rounding::Trunc => floor + (v < 0 && rem != 0) as i64,
+        Rounding::Round => {
+            let half = 1i64 << (shift - 1);
+            let up = rem > half || (rem == half && floor & 1 == 1);
+            floor + up as i64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn view(data: &[f64], rows: usize, cols: usize) -> Strided<'_> {
+        Strided {
+            data,
+            rows,
+            cols,
+            row_stride: cols as isize,
+            col_stride: 1,
+        }
+    }
+
+    #[test]
+    fn truncate_matches_each_rule() {
+        for v in -40i64..40 {
+            let exact = v as f64 / 8.0;
+            assert_eq!(truncate(v, 3, Rounding::Floor), exact.floor() as i64);
+            assert_eq!(truncate(v, 3, Rounding::Trunc), exact.trunc() as i64);
+            assert_eq!(
+                truncate(v, 3, Rounding::Round),
+                exact.round_ties_even() as i64,
+                "{v}"
+            );
+        }
+        // SIGMA's ARS vectors (REFERENCES.md section 2).
+        assert_eq!(truncate(-4097, 12, Rounding::Floor), -2);
+        assert_eq!(truncate(-1, 12, Rounding::Floor), -1);
+        assert_eq!(truncate(4095, 12, Rounding::Floor), 0);
+    }
+
+    #[test]
+    fn product_wraps_at_2f_when_the_ring_is_small() {
+        // n = 20, f = 12: products wrap from 2^(20-1-24) = 1/32 on; 0.5 * 1.0 = 2^23 at 2f
+        // is 0 mod 2^20.
+        let fixed = FixedPoint::new(20, 12).unwrap();
+        let op = RingMatMul {
+            fixed,
+            truncation: Rounding::Floor,
+            shift: 12,
+        };
+        let a = [2048.0];
+        let b = [4096.0];
+        let mut out = [0i64];
+        let stats = op.run(view(&a, 1, 1), view(&b, 1, 1), None, &mut out);
+        assert_eq!(out, [0]);
+        assert_eq!(stats.overflows, 1);
+        assert_eq!(stats.max_abs_real, 0.5);
+    }
+
+    proptest! {
+        #[test]
+        fn f64_path_equals_integer_reference(
+            m in 1usize..5, k in 1usize..9, n in 1usize..5,
+            seed in any::<u64>(), n_bits in 30u32..64, shift in 0u32..16,
+        ) {
+            let fixed = FixedPoint::new(n_bits, 12).unwrap();
+            let mut s = seed;
+            let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 33) as i64 % 200_000) - 100_000 };
+            let a: Vec<f64> = (0..m * k).map(|_| next() as f64).collect();
+            let b: Vec<f64> = (0..k * n).map(|_| next() as f64).collect();
+            let bias: Vec<i64> = (0..n).map(|_| next() * 1000).collect();
+            for rule in [Rounding::Floor, Rounding::Trunc, Rounding::Round] {
+                let op = RingMatMul { fixed, truncation: rule, shift };
+                let mut out = vec![0i64; m * n];
+                op.run(view(&a, m, k), view(&b, k, n), Some(&bias), &mut out);
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut acc = bias[j] as i128;
+                        for l in 0..k {
+                            acc += a[i * k + l] as i128 * b[l * n + j] as i128;
+                        }
+                        let w = fixed.wrap(acc);
+                        let expect = fixed.wrap(truncate(w, shift, rule) as i128);
+                        prop_assert_eq!(out[i * n + j], expect);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn wide_operands_take_the_exact_integer_path(a0 in -(1i64 << 40)..(1i64 << 40), b0 in -(1i64 << 40)..(1i64 << 40)) {
+            let fixed = FixedPoint::new(64, 12).unwrap();
+            let op = RingMatMul { fixed, truncation: Rounding::Floor, shift: 12 };
+            let a = [a0 as f64, 3.0];
+            let b = [b0 as f64, -5.0];
+            let mut out = [0i64];
+            op.run(view(&a, 1, 2), view(&b, 2, 1), None, &mut out);
+            let expect = a0.wrapping_mul(b0).wrapping_sub(15) >> 12;
+            prop_assert_eq!(out[0], expect);
+        }
+    }
+}

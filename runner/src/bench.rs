@@ -1,0 +1,181 @@
+//! `suf-bench`: latency of the float graph and of every SUF graph of one model, side by side
+//! in one process on the same inputs (scripts/bench.sh adds onnxruntime and the ratios).
+//!
+//! Inputs are deterministic token ids, id[b, s] = (7919 * (b * seq + s) + 13) mod vocab, with
+//! a full attention mask: scripts/bench_ort.py builds the very same tensors.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde::Serialize;
+
+use crate::engine::{embedding_rows, Engine, TokenBatch};
+use crate::{report, suf, sysinfo};
+
+#[derive(Debug, Parser)]
+#[command(name = "suf-bench", version, about = "Time the float and SUF graphs of one ONNX model in tract")]
+pub struct BenchArgs {
+    /// The ONNX model (original float graph)
+    #[arg(long)]
+    model: PathBuf,
+    /// Ring size of the SUF graphs
+    #[arg(long, default_value_t = 50)]
+    n_bits: u32,
+    #[arg(long, default_value_t = 12)]
+    frac_bits: u32,
+    /// Emulation levels to time next to float (comma-separated)
+    #[arg(long, value_delimiter = ',', default_value = "output,ring")]
+    levels: Vec<String>,
+    /// Batch sizes (comma-separated)
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    batch: Vec<usize>,
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Timed runs per graph and batch size (the median is reported)
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Label for the model in the report
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    out_json: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Timing {
+    pub graph: String,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub prepare_s: f64,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub runs_ms: Vec<f64>,
+    pub examples_per_s: f64,
+    /// median / float median at the same batch size.
+    pub over_float: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub tool: String,
+    pub git_commit: String,
+    pub machine: String,
+    pub threads: usize,
+    pub model: String,
+    pub name: String,
+    pub n_bits: u32,
+    pub frac_bits: u32,
+    pub command: String,
+    pub timings: Vec<Timing>,
+}
+
+pub fn main() -> i32 {
+    let args = match BenchArgs::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match run(&args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("suf-bench: error: {}", format!("{e:#}").replace('\n', " "));
+            1
+        }
+    }
+}
+
+fn inputs(batch: usize, seq_len: usize, vocab: i64) -> TokenBatch {
+    let n = batch * seq_len;
+    TokenBatch {
+        batch,
+        seq_len,
+        input_ids: (0..n as i64).map(|i| (7919 * i + 13) % vocab).collect(),
+        attention_mask: vec![1; n],
+        token_type_ids: vec![0; n],
+    }
+}
+
+fn run(args: &BenchArgs) -> Result<()> {
+    if args.iters == 0 || args.batch.contains(&0) {
+        bail!("--iters and every --batch must be > 0");
+    }
+    for level in &args.levels {
+        if !suf::LEVELS.contains(&level.as_str()) {
+            bail!("unknown emulation level \"{level}\" (expected one of {})", suf::LEVELS.join(", "));
+        }
+    }
+    let proto = suf::load_model(&args.model)?;
+    let vocab = embedding_rows(&proto).unwrap_or(1000);
+    let framework = suf::framework();
+    let dir = args.model.parent();
+    let mut graphs = vec![("float".to_string(), suf::normalized(&proto))];
+    for level in &args.levels {
+        let t0 = Instant::now();
+        let m = suf::compile(&proto, args.n_bits, args.frac_bits, level)
+            .with_context(|| format!("compiling for {level}"))?;
+        eprintln!("compiled {level} in {:.1} s", t0.elapsed().as_secs_f64());
+        graphs.push((level.clone(), m));
+    }
+    let mut timings = Vec::new();
+    for &batch in &args.batch {
+        let tb = inputs(batch, args.seq_len, vocab);
+        let mut float_median = None;
+        for (name, model) in &graphs {
+            let t0 = Instant::now();
+            let engine = Engine::new(&framework, model, dir, batch, args.seq_len)
+                .with_context(|| format!("{name} graph"))?;
+            let prepare_s = t0.elapsed().as_secs_f64();
+            for _ in 0..args.warmup {
+                engine.run(&tb)?;
+            }
+            let mut runs = Vec::with_capacity(args.iters);
+            for _ in 0..args.iters {
+                let t = Instant::now();
+                engine.run(&tb)?;
+                runs.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let mut sorted = runs.clone();
+            sorted.sort_by(f64::total_cmp);
+            let median = sorted[sorted.len() / 2];
+            if name == "float" {
+                float_median = Some(median);
+            }
+            eprintln!("{name:>6} batch {batch}: median {median:.1} ms ({} runs)", runs.len());
+            timings.push(Timing {
+                graph: name.clone(),
+                batch,
+                seq_len: args.seq_len,
+                prepare_s,
+                median_ms: median,
+                min_ms: sorted[0],
+                runs_ms: runs,
+                examples_per_s: batch as f64 / (median / 1e3),
+                over_float: float_median.map(|f| median / f),
+            });
+        }
+    }
+    let report = BenchReport {
+        tool: format!("suf-bench {}", env!("CARGO_PKG_VERSION")),
+        git_commit: sysinfo::git_commit(),
+        machine: sysinfo::machine(),
+        threads: 1,
+        model: args.model.display().to_string(),
+        name: args
+            .name
+            .clone()
+            .unwrap_or_else(|| args.model.display().to_string()),
+        n_bits: args.n_bits,
+        frac_bits: args.frac_bits,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        timings,
+    };
+    report::write_atomic(&args.out_json, &serde_json::to_vec_pretty(&report)?)?;
+    Ok(())
+}

@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(suf_runner::bench::main());
+}
