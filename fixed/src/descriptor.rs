@@ -146,7 +146,10 @@ impl Descriptor {
         if first != self.input.min {
             return Err(bad(
                 "cuts",
-                format!("cuts[0] = {first} must equal input.min = {}", self.input.min),
+                format!(
+                    "cuts[0] = {first} must equal input.min = {}",
+                    self.input.min
+                ),
             ));
         }
         if let Some(i) = self.cuts.windows(2).position(|w| w[0] >= w[1]) {

@@ -55,9 +55,27 @@ fn write_value(out: &mut String, value: &Value, depth: usize) {
 /// Descriptor fields in declaration order; unknown keys go last, alphabetically.
 fn key_rank(key: &str) -> usize {
     const ORDER: [&str; 21] = [
-        "format", "name", "version", "function", "source", "generator", "params", "input",
-        "output_scale_bits", "cuts", "polys", "predicates", "error", "scale_bits", "metric", "over",
-        "min", "max", "reference", "kind", "beta",
+        "format",
+        "name",
+        "version",
+        "function",
+        "source",
+        "generator",
+        "params",
+        "input",
+        "output_scale_bits",
+        "cuts",
+        "polys",
+        "predicates",
+        "error",
+        "scale_bits",
+        "metric",
+        "over",
+        "min",
+        "max",
+        "reference",
+        "kind",
+        "beta",
     ];
     ORDER.iter().position(|&k| k == key).unwrap_or(ORDER.len())
 }

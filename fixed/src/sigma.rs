@@ -118,9 +118,24 @@ impl SoftmaxTables {
     fn check_scales(&self, f: u32) -> Result<(), SigmaError> {
         // d (scale f) is split as hi = d >> 8, lo = d & 255: lo is at scale f, hi at f - 8.
         let want = [
-            (&self.nexp_lo, "input.scale_bits", self.nexp_lo.input.scale_bits, f),
-            (&self.nexp_hi, "input.scale_bits", self.nexp_hi.input.scale_bits + 8, f),
-            (&self.reciprocal, "output_scale_bits", self.reciprocal.output_scale_bits, f),
+            (
+                &self.nexp_lo,
+                "input.scale_bits",
+                self.nexp_lo.input.scale_bits,
+                f,
+            ),
+            (
+                &self.nexp_hi,
+                "input.scale_bits",
+                self.nexp_hi.input.scale_bits + 8,
+                f,
+            ),
+            (
+                &self.reciprocal,
+                "output_scale_bits",
+                self.reciprocal.output_scale_bits,
+                f,
+            ),
         ];
         for (table, field, got, want) in want {
             if got != want {
@@ -280,7 +295,10 @@ fn mean(x: &[i64], n_bits: u32, f: u32) -> i64 {
 
 /// The normalised row at scale f before the affine part: floor((x - mu) * r / 2^f).
 fn normalise(x: &[i64], mu: i64, rsqrt: &Descriptor, n_bits: u32, f: u32) -> Vec<i64> {
-    let centred: Vec<i64> = x.iter().map(|&v| wrap_i64(v.wrapping_sub(mu), n_bits)).collect();
+    let centred: Vec<i64> = x
+        .iter()
+        .map(|&v| wrap_i64(v.wrapping_sub(mu), n_bits))
+        .collect();
     // Wrapping: only the low n bits matter, and n = 64 squares may overflow an i128 sum.
     let sum_sq = centred
         .iter()

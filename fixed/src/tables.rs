@@ -10,8 +10,7 @@ use crate::sigma::rsqrt_index;
 use std::collections::BTreeMap;
 
 /// The command that regenerates every shipped file.
-pub const GENERATOR: &str =
-    "cargo run -p suf-fixed --example gen_descriptors -- compiler/approx";
+pub const GENERATOR: &str = "cargo run -p suf-fixed --example gen_descriptors -- compiler/approx";
 
 /// SIGMA's scale everywhere; the tables below are built for it.
 pub const F: u32 = 12;
@@ -24,7 +23,9 @@ pub const DEFAULT_RECIP_BITS: u32 = 13;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TableError {
-    #[error("reciprocal table width {0} bits is out of range (need 7..=18: 2^18 / i must be >= 1)")]
+    #[error(
+        "reciprocal table width {0} bits is out of range (need 7..=18: 2^18 / i must be >= 1)"
+    )]
     RecipBits(u32),
     #[error("rsqrt table for C = {0}: C must be in 1..=2^20")]
     RsqrtC(i64),
@@ -42,8 +43,12 @@ pub fn silu_exact(x: f64) -> f64 {
 
 /// Rounds a measured error up to two significant digits (the bound a file states).
 pub fn round_up_2sig(v: f64) -> f64 {
-    if !(v > 0.0) || !v.is_finite() {
-        return v.max(0.0);
+    // NaN and infinities pass through; zero and below state no error.
+    if v.is_nan() || v.is_infinite() {
+        return v;
+    }
+    if v <= 0.0 {
+        return 0.0;
     }
     let e = v.log10().floor() as i32;
     // Divide by an exact power of ten so the result is the double nearest the decimal.
@@ -71,7 +76,13 @@ pub fn round_up_2sig(v: f64) -> f64 {
     to_int(k)
 }
 
-fn base(name: &str, function: &str, source: &str, input: InputDomain, error: ErrorBound) -> Descriptor {
+fn base(
+    name: &str,
+    function: &str,
+    source: &str,
+    input: InputDomain,
+    error: ErrorBound,
+) -> Descriptor {
     Descriptor {
         format: FORMAT.to_string(),
         name: name.to_string(),
@@ -97,11 +108,7 @@ fn fill_table(d: &mut Descriptor, values: &[i64]) {
 }
 
 /// Max |approx - exact| (or relative) over samples of (input, exact) against `d`.
-fn measure(
-    d: &Descriptor,
-    metric: ErrorMetric,
-    samples: impl Iterator<Item = (i64, f64)>,
-) -> f64 {
+fn measure(d: &Descriptor, metric: ErrorMetric, samples: impl Iterator<Item = (i64, f64)>) -> f64 {
     let out_scale = pow2(-(d.output_scale_bits as i32));
     samples
         .map(|(x, exact)| {
@@ -146,7 +153,14 @@ fn relu_sub_pieces(d: &mut Descriptor, t: &[i64]) {
     d.merge_equal_pieces();
 }
 
-fn relu_sub(name: &str, label: &str, exact: fn(f64) -> f64, clip: i64, source: &str, reference: &str) -> Descriptor {
+fn relu_sub(
+    name: &str,
+    label: &str,
+    exact: fn(f64) -> f64,
+    clip: i64,
+    source: &str,
+    reference: &str,
+) -> Descriptor {
     let function = format!(
         "y = (q >= 0 ? q : 0) - T[min(|floor(q / 64)|, {clip})], T[i] = floor((ReLU(i/64) - {label}(i/64)) * 2^12); q and y at scale 12"
     );
@@ -255,7 +269,13 @@ pub fn reciprocal(bits: u32) -> Result<Descriptor, TableError> {
     }
     let size = 1i64 << bits;
     let values: Vec<i64> = (0..size)
-        .map(|i| if i == 0 { (1 << 18) / size } else { (1 << 18) / i })
+        .map(|i| {
+            if i == 0 {
+                (1 << 18) / size
+            } else {
+                (1 << 18) / i
+            }
+        })
         .collect();
     let function = format!(
         "RECIP[i] = trunc(2^18 / i) for i in [1, 2^{bits}), RECIP[0] = 2^18 / 2^{bits}; i = floor(den / 64) mod 2^{bits}, den at scale 12"
@@ -269,7 +289,8 @@ pub fn reciprocal(bits: u32) -> Result<Descriptor, TableError> {
         metric: ErrorMetric::Rel,
         over: [1.0, (size - 1) as f64 / 64.0],
         max: 0.0,
-        reference: "1 / x, x = i / 64 (relative error of RECIP[i] vs 2^18 / i, i in [64, 2^bits))".to_string(),
+        reference: "1 / x, x = i / 64 (relative error of RECIP[i] vs 2^18 / i, i in [64, 2^bits))"
+            .to_string(),
     };
     let mut d = base(
         &format!("sigma-reciprocal-{bits}"),
@@ -361,9 +382,12 @@ pub fn rsqrt(c: i64) -> Result<Descriptor, TableError> {
     let measured = measure(
         &d,
         ErrorMetric::Rel,
-        samples
-            .iter()
-            .map(|&s| (rsqrt_index(s), 1.0 / (s as f64 / (c as f64 * scale2)).sqrt())),
+        samples.iter().map(|&s| {
+            (
+                rsqrt_index(s),
+                1.0 / (s as f64 / (c as f64 * scale2)).sqrt(),
+            )
+        }),
     );
     d.error.max = round_up_2sig(measured);
     Ok(d)
