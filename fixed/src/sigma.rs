@@ -62,9 +62,10 @@ pub fn silu(q: i64, table: &Descriptor) -> i64 {
 /// The three tables of SIGMA's softmax, checked against each other once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SoftmaxTables {
-    pub nexp_hi: Descriptor,
-    pub nexp_lo: Descriptor,
-    pub reciprocal: Descriptor,
+    // Private: `recip_bits` is derived from `reciprocal` and must stay in step with it.
+    nexp_hi: Descriptor,
+    nexp_lo: Descriptor,
+    reciprocal: Descriptor,
     recip_bits: u32,
 }
 
@@ -103,6 +104,18 @@ impl SoftmaxTables {
             tables::reciprocal(13).expect("13 is a valid reciprocal width"),
         )
         .expect("the shipped tables fit together")
+    }
+
+    pub fn nexp_hi(&self) -> &Descriptor {
+        &self.nexp_hi
+    }
+
+    pub fn nexp_lo(&self) -> &Descriptor {
+        &self.nexp_lo
+    }
+
+    pub fn reciprocal(&self) -> &Descriptor {
+        &self.reciprocal
     }
 
     pub fn recip_bits(&self) -> u32 {

@@ -247,3 +247,24 @@ proptest! {
         prop_assert_eq!(gelu(q, &GELU), gelu_direct(q));
     }
 }
+
+#[test]
+fn softmax_tables_check_the_reciprocal_domain() {
+    let mut odd = tables::reciprocal(13).unwrap();
+    odd.input.max = 1000;
+    let err = SoftmaxTables::new(tables::nexp_hi(), tables::nexp_lo(), odd).unwrap_err();
+    assert!(err.to_string().contains("is not [0, 2^bits - 1]"), "{err}");
+    let t = SoftmaxTables::new(
+        tables::nexp_hi(),
+        tables::nexp_lo(),
+        tables::reciprocal(12).unwrap(),
+    )
+    .unwrap();
+    assert_eq!((t.recip_bits(), t.max_row_len()), (12, 64));
+    // Within its rows a narrower table gives SIGMA's 13-bit results exactly.
+    let row: Vec<i64> = [1.0, 2.0, 3.0, 4.0].iter().map(|&x| q(x)).collect();
+    assert_eq!(
+        softmax_row(&row, &[false; 4], &t, N, F).unwrap(),
+        vec![131, 358, 973, 2647]
+    );
+}
