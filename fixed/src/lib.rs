@@ -12,8 +12,12 @@
 //! The compiler (which rewrites initializers and emits SUF nodes) and the runner (which
 //! executes those nodes inside tract) both call this crate, so the two cannot drift apart.
 
+pub mod descriptor;
+mod json_layout;
 pub mod matmul;
 mod ring;
+pub mod sigma;
+pub mod tables;
 
 pub use ring::{ars, wrap_i128, wrap_i64};
 
