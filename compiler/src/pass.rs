@@ -98,21 +98,6 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
             opts.emulation
         );
     }
-    if opts.emulation != Emulation::Output && opts.fixed.n_bits() <= 2 * opts.fixed.frac_bits() {
-        bail!(
-            "emulation `{}` forms products at scale 2f = {}: n_bits must exceed it (got {})",
-            opts.emulation,
-            2 * opts.fixed.frac_bits(),
-            opts.fixed.n_bits()
-        );
-    }
-    if opts.lower && opts.fixed.n_bits() > lower::MAX_LOWERED_N_BITS {
-        bail!(
-            "--lower computes the ring in float64, exact only for n_bits <= {} (got {})",
-            lower::MAX_LOWERED_N_BITS,
-            opts.fixed.n_bits()
-        );
-    }
     let mut model = model.clone();
     let graph = model
         .graph
