@@ -5,6 +5,7 @@
 //! `onnx_io::save_model`, with `lower` for standard-ONNX output, `dump` for readable
 //! graphs and `tract_ops` to execute SUF nodes in tract.
 
+pub mod approx;
 pub mod builder;
 pub mod cli;
 pub mod dump;
@@ -15,6 +16,7 @@ pub mod onnx_io;
 pub mod pass;
 pub mod patterns;
 pub mod ring;
+pub mod sigma;
 pub mod stats;
 pub mod summary;
 pub mod tensor;
@@ -33,3 +35,7 @@ pub const SUF_DOMAIN: &str = "ai.suf";
 pub const SUF_QUANTIZE: &str = "SufQuantize";
 /// Op type of the ring-exact matrix product (emulation levels `ring` and `sigma`).
 pub const SUF_RING_MATMUL: &str = "SufRingMatMul";
+/// Op type of SIGMA's table-driven GELU/SiLU (emulation level `sigma`).
+pub const SUF_SIGMA_ACTIVATION: &str = "SufSigmaActivation";
+/// Op type of SIGMA's row-wise Softmax/LayerNorm/RMSNorm (emulation level `sigma`).
+pub const SUF_SIGMA_ROW: &str = "SufSigmaRow";

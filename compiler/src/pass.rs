@@ -4,7 +4,7 @@ use crate::builder::{attr_int, attr_string};
 use crate::graph::GraphView;
 use crate::patterns::{self, OpKind, Site, Untouched};
 use crate::summary::Summary;
-use crate::{lower, normalize, ring, tensor, SUF_DOMAIN, SUF_QUANTIZE};
+use crate::{lower, normalize, ring, sigma, tensor, SUF_DOMAIN, SUF_QUANTIZE};
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -88,9 +88,6 @@ pub struct Compiled {
 /// Rewrites a model: every matched op gets a SUF node on its output, and the op's float
 /// parameters are encoded once.
 pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
-    if opts.emulation == Emulation::Sigma {
-        bail!("emulation level `sigma` is not implemented yet (available: output, ring)");
-    }
     if opts.lower && opts.emulation != Emulation::Output {
         bail!(
             "--lower emits emulation level `output` only (got `{}`): the ring levels need \
@@ -131,17 +128,46 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
             graph.name
         );
     }
-    let ring_plan = if opts.emulation == Emulation::Output {
+    // SIGMA encodes weights and inputs with a C cast: toward zero.
+    let sigma_opts;
+    let opts = if opts.emulation == Emulation::Sigma {
+        sigma_opts = CompileOptions {
+            rounding: Rounding::Trunc,
+            ..opts.clone()
+        };
+        &sigma_opts
+    } else {
+        opts
+    };
+    let mut ring_plan = if opts.emulation == Emulation::Output {
         ring::RingPlan::default()
     } else {
         ring::plan(&GraphView::new(graph), &sites, opts)
     };
-    let initializers_rewritten = encode_parameters(graph, &sites, opts, &ring_plan.biases())?;
-    let covered = ring_plan.covered_anchors(&sites);
+    let mut edits = ring::Edits::default();
+    let sigma_plan = if opts.emulation == Emulation::Sigma {
+        let view = GraphView::new(graph);
+        let folded = sigma::fold_scales(&view, &sites, &mut ring_plan, opts.fixed.frac_bits());
+        let mut plan = sigma::edit(&view, &sites, opts, &mut edits)?;
+        plan.folded_scales = folded;
+        plan
+    } else {
+        sigma::SigmaPlan::default()
+    };
+    let mut keep_float = ring_plan.biases();
+    for site in sites.iter().filter(|s| sigma_plan.replaced.contains(&s.anchor)) {
+        // The SIGMA op encodes its own parameters (beta at scale 2f).
+        keep_float.extend(site.params.iter().cloned());
+    }
+    let initializers_rewritten = encode_parameters(graph, &sites, opts, &keep_float)?;
+    let mut covered = ring_plan.covered_anchors(&sites);
+    covered.extend(sigma_plan.replaced.iter().cloned());
     let mut inserted = BTreeMap::new();
     let mut forms = BTreeMap::new();
     for site in &sites {
-        let fused = covered.contains(&site.anchor) && site.kind != OpKind::MatMul;
+        let fused = covered.contains(&site.anchor)
+            && site.kind != OpKind::MatMul
+            && !sigma_plan.replaced.contains(&site.anchor);
         if fused {
             *forms
                 .entry(format!("{}: fused into a ring product", site.kind))
@@ -149,7 +175,9 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
             continue;
         }
         *inserted.entry(site.kind).or_insert(0) += 1;
-        let how = if covered.contains(&site.anchor) {
+        let how = if sigma_plan.replaced.contains(&site.anchor) {
+            format!("{} (SIGMA algorithm)", site.form)
+        } else if covered.contains(&site.anchor) {
             format!("{} (ring product)", site.form)
         } else {
             site.form.to_string()
@@ -163,7 +191,13 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
             reason: why.clone(),
         });
     }
-    ring::apply(graph, &ring_plan, opts);
+    if sigma_plan.folded_scales > 0 {
+        *forms
+            .entry("matmul: attention scale folded into the truncation".to_string())
+            .or_insert(0) += sigma_plan.folded_scales;
+    }
+    ring::edit(graph, &ring_plan, opts, &mut edits);
+    edits.apply(graph);
     let quantized: Vec<Site> = sites
         .iter()
         .filter(|s| !covered.contains(&s.anchor))

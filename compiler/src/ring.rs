@@ -165,9 +165,30 @@ fn gemm_product(view: &GraphView, i: usize, f: u32) -> Result<RingProduct, Strin
     })
 }
 
-/// Rewrites the graph: each product's node becomes `SufRingMatMul`, fused nodes go.
-pub fn apply(graph: &mut GraphProto, plan: &RingPlan, opts: &CompileOptions) {
-    let mut removed = vec![];
+/// Node replacements and removals by original index, applied in one pass so that the
+/// indices every plan holds stay valid until then.
+#[derive(Debug, Default)]
+pub struct Edits {
+    pub replace: std::collections::BTreeMap<usize, NodeProto>,
+    pub remove: std::collections::BTreeSet<usize>,
+}
+
+impl Edits {
+    pub fn apply(self, graph: &mut GraphProto) {
+        let old = std::mem::take(&mut graph.node);
+        let mut replace = self.replace;
+        for (i, n) in old.into_iter().enumerate() {
+            if let Some(new) = replace.remove(&i) {
+                graph.node.push(new);
+            } else if !self.remove.contains(&i) {
+                graph.node.push(n);
+            }
+        }
+    }
+}
+
+/// Each product's node becomes `SufRingMatMul`; fused nodes go.
+pub fn edit(graph: &GraphProto, plan: &RingPlan, opts: &CompileOptions, edits: &mut Edits) {
     for p in &plan.products {
         let old = &graph.node[p.node];
         let mut attribute = suf_attributes(opts, OpKind::MatMul);
@@ -181,21 +202,20 @@ pub fn apply(graph: &mut GraphProto, plan: &RingPlan, opts: &CompileOptions) {
         }
         let mut input = vec![p.a.clone(), p.b.clone()];
         input.extend(p.bias.clone());
-        graph.node[p.node] = NodeProto {
-            name: format!("{}/suf_ring", old.name),
-            op_type: SUF_RING_MATMUL.into(),
-            domain: SUF_DOMAIN.into(),
-            input,
-            output: vec![p.output.clone()],
-            attribute,
-            ..Default::default()
-        };
-        removed.extend(p.fused_add);
-        removed.extend(p.folded_scale);
-    }
-    removed.sort_unstable();
-    for i in removed.into_iter().rev() {
-        graph.node.remove(i);
+        edits.replace.insert(
+            p.node,
+            NodeProto {
+                name: format!("{}/suf_ring", old.name),
+                op_type: SUF_RING_MATMUL.into(),
+                domain: SUF_DOMAIN.into(),
+                input,
+                output: vec![p.output.clone()],
+                attribute,
+                ..Default::default()
+            },
+        );
+        edits.remove.extend(p.fused_add);
+        edits.remove.extend(p.folded_scale);
     }
 }
 

@@ -4,7 +4,7 @@
 //! cargo run -p suf-fixed --example gen_descriptors -- <out_dir> [--rsqrt-c C ...]
 //! ```
 //!
-//! Without `--rsqrt-c` the rsqrt tables are the Table-4 widths (tables::DEFAULT_RSQRT_C).
+//! Without `--rsqrt-c` the rsqrt tables are the default widths (tables::DEFAULT_RSQRT_C).
 //! Each file is written to a temporary name and renamed, so a reader never sees half a file.
 
 use std::path::{Path, PathBuf};

@@ -15,8 +15,9 @@ pub const GENERATOR: &str = "cargo run -p suf-fixed --example gen_descriptors --
 /// SIGMA's scale everywhere; the tables below are built for it.
 pub const F: u32 = 12;
 
-/// rsqrt tables shipped by default: the LayerNorm widths of the Table-4 models.
-pub const DEFAULT_RSQRT_C: [i64; 7] = [128, 256, 384, 576, 768, 1024, 2048];
+/// rsqrt tables shipped by default: LayerNorm widths of the Table-4 models, MiniLM (384),
+/// SmolLM2 (576) and the test fixtures (8, 32).
+pub const DEFAULT_RSQRT_C: [i64; 9] = [8, 32, 128, 256, 384, 576, 768, 1024, 2048];
 
 /// The reciprocal width shipped: ceil(log2 L) + 6 for rows up to L = 128.
 pub const DEFAULT_RECIP_BITS: u32 = 13;
