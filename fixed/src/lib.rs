@@ -182,27 +182,52 @@ impl FixedPoint {
 
     /// Quantizes a tensor in place: the fused encode + wrap + decode pass of a SUF node.
     ///
-    /// The main loop is branch-free so that it vectorises; its integer conversion is exact
-    /// while |x * 2^f| < 2^62. A tensor holding a larger value (only reachable when a value
-    /// overflows the ring by far) is processed element by element on the exact path. A
-    /// non-finite element is an error naming its flat index; the tensor is then unchanged.
+    /// The main loop is branch-free f64 arithmetic that vectorises on baseline x86-64 (no
+    /// `roundsd`): rounding by the 1.5 * 2^52 magic number, the wrap as
+    /// `v - 2^n * floor((v + 2^(n-1)) / 2^n)`, both exact on integers below 2^51. A tensor
+    /// holding a larger |x * 2^f| takes the exact element-by-element path. A non-finite
+    /// element is an error naming its flat index; the tensor is then unchanged.
     pub fn quantize_slice_f32(self, xs: &mut [f32], rounding: Rounding) -> Result<(), NonFiniteAt> {
         let scale = self.scale();
         let fast = xs
             .iter()
-            .fold(true, |ok, &x| ok & ((x as f64 * scale).abs() < FAST_LIMIT));
+            .fold(true, |ok, &x| ok & ((x as f64 * scale).abs() < MAGIC_LIMIT));
         if !fast {
             return self.quantize_slice_exact(xs, rounding);
         }
-        let inv = 1.0 / scale;
-        let shift = 64 - self.n_bits;
-        for x in xs.iter_mut() {
-            let v = rounding.apply(*x as f64 * scale);
-            // Exact cast below 2^62; the shift pair is Wrap_n (sign extension of n bits).
-            let q = ((v as i64) << shift) >> shift;
-            *x = (q as f64 * inv) as f32;
+        match rounding {
+            Rounding::Round => self.quantize_fast(xs, round_magic),
+            Rounding::Floor => self.quantize_fast(xs, floor_magic),
+            Rounding::Trunc => self.quantize_fast(xs, |v| {
+                let f = floor_magic(v.abs());
+                if v < 0.0 {
+                    -f
+                } else {
+                    f
+                }
+            }),
         }
         Ok(())
+    }
+
+    #[inline(always)]
+    fn quantize_fast(self, xs: &mut [f32], rule: impl Fn(f64) -> f64) {
+        let scale = self.scale();
+        let inv = 1.0 / scale;
+        // Values below 2^51 need no wrap when the ring holds them all (n - 1 >= 51).
+        let wraps = self.n_bits <= 52;
+        let modulus = pow2(self.n_bits as i32);
+        let half = pow2(self.n_bits as i32 - 1);
+        let inv_modulus = 1.0 / modulus;
+        for x in xs.iter_mut() {
+            let v = rule(*x as f64 * scale);
+            let w = if wraps {
+                v - modulus * floor_magic((v + half) * inv_modulus)
+            } else {
+                v
+            };
+            *x = (w * inv) as f32;
+        }
     }
 
     /// Encodes a tensor to ring values (scale f) held as integer-valued `f64`, the operand
@@ -247,6 +272,21 @@ impl FixedPoint {
 pub struct NonFiniteAt(pub usize);
 
 const FAST_LIMIT: f64 = 4611686018427387904.0; // 2^62
+/// Below 2^51 in magnitude, adding and removing 1.5 * 2^52 rounds to the nearest integer
+/// (ties to even, the default floating-point rounding mode).
+const MAGIC_LIMIT: f64 = 2251799813685248.0; // 2^51
+const MAGIC: f64 = 6755399441055744.0; // 1.5 * 2^52
+
+#[inline(always)]
+fn round_magic(v: f64) -> f64 {
+    (v + MAGIC) - MAGIC
+}
+
+#[inline(always)]
+fn floor_magic(v: f64) -> f64 {
+    let r = round_magic(v);
+    r - if r > v { 1.0 } else { 0.0 }
+}
 
 /// 2^e as an `f64`, exact for -1022 <= e <= 1023.
 #[inline(always)]
