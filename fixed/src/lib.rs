@@ -189,10 +189,26 @@ impl FixedPoint {
     /// element is an error naming its flat index; the tensor is then unchanged.
     pub fn quantize_slice_f32(self, xs: &mut [f32], rounding: Rounding) -> Result<(), NonFiniteAt> {
         let scale = self.scale();
-        let fast = xs
-            .iter()
-            .fold(true, |ok, &x| ok & ((x as f64 * scale).abs() < MAGIC_LIMIT));
-        if !fast {
+        // One branch-free pass (NaN compares false, so it counts as out of range).
+        let outside = |limit: f64| {
+            let limit = (limit / scale) as f32;
+            xs.iter().fold(false, |bad, &x| bad | !(x.abs() < limit))
+        };
+        if self.n_bits > 23 && !outside(MAGIC32_LIMIT) {
+            // Everything fits f32's magic-number range and the ring: round in f32, no wrap.
+            let (s, inv) = (scale as f32, (1.0 / scale) as f32);
+            match rounding {
+                Rounding::Round => xs.iter_mut().for_each(|x| *x = round_magic32(*x * s) * inv),
+                Rounding::Floor => xs.iter_mut().for_each(|x| *x = floor_magic32(*x * s) * inv),
+                Rounding::Trunc => xs.iter_mut().for_each(|x| {
+                    let v = *x * s;
+                    let f = floor_magic32(v.abs());
+                    *x = if v < 0.0 { -f } else { f } * inv
+                }),
+            }
+            return Ok(());
+        }
+        if outside(MAGIC_LIMIT) {
             return self.quantize_slice_exact(xs, rounding);
         }
         match rounding {
@@ -240,6 +256,20 @@ impl FixedPoint {
     ) -> Result<(), NonFiniteAt> {
         let scale = self.scale();
         let half = pow2(self.n_bits as i32 - 1);
+        let limit = (MAGIC_LIMIT.min(half) / scale) as f32;
+        if !xs.iter().fold(false, |bad, &x| bad | !(x.abs() < limit)) {
+            // Every element is finite and inside the ring: round branch-free, no wrap.
+            let rule = |v: f64| match rounding {
+                Rounding::Round => round_magic(v),
+                Rounding::Floor => floor_magic(v),
+                Rounding::Trunc => v.signum() * floor_magic(v.abs()),
+            };
+            match rounding {
+                Rounding::Round => out.iter_mut().zip(xs).for_each(|(o, &x)| *o = round_magic(x as f64 * scale)),
+                _ => out.iter_mut().zip(xs).for_each(|(o, &x)| *o = rule(x as f64 * scale)),
+            }
+            return Ok(());
+        }
         for (i, (o, &x)) in out.iter_mut().zip(xs).enumerate() {
             let v = rounding.apply(x as f64 * scale);
             *o = if v.abs() < half {
@@ -276,6 +306,21 @@ const FAST_LIMIT: f64 = 4611686018427387904.0; // 2^62
 /// (ties to even, the default floating-point rounding mode).
 const MAGIC_LIMIT: f64 = 2251799813685248.0; // 2^51
 const MAGIC: f64 = 6755399441055744.0; // 1.5 * 2^52
+
+/// The f32 counterparts: below 2^22, adding and removing 1.5 * 2^23 rounds to nearest even.
+const MAGIC32_LIMIT: f64 = 4194304.0; // 2^22
+const MAGIC32: f32 = 12582912.0; // 1.5 * 2^23
+
+#[inline(always)]
+fn round_magic32(v: f32) -> f32 {
+    (v + MAGIC32) - MAGIC32
+}
+
+#[inline(always)]
+fn floor_magic32(v: f32) -> f32 {
+    let r = round_magic32(v);
+    r - if r > v { 1.0 } else { 0.0 }
+}
 
 #[inline(always)]
 fn round_magic(v: f64) -> f64 {

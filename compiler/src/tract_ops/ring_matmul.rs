@@ -3,6 +3,7 @@
 //! at 2f, the sum wraps to n bits and is truncated by `shift` bits (suf_fixed::matmul).
 
 use super::{opt_int_attr, SufAttrs};
+use std::sync::Arc;
 use crate::{stats, SUF_RING_MATMUL};
 use suf_fixed::matmul::{ProductStats, RingMatMul, Strided};
 use suf_fixed::{pow2, FixedPoint, Rounding};
@@ -12,7 +13,7 @@ use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 use tract_onnx::tract_hir::ops::matmul::compute_shapes;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub struct SufRingMatMul {
     pub node: String,
     pub fixed: FixedPoint,
@@ -26,6 +27,24 @@ pub struct SufRingMatMul {
     /// Multiplier applied after truncation, then truncated by f again: SIGMA's
     /// `T(2^f / sqrt(d))` for attention heads whose sqrt(d) is not a power of two.
     pub post_multiplier: Option<i64>,
+    /// B encoded once when it is a constant (the weights), instead of at every run.
+    pub b_encoded: Option<Arc<Vec<f64>>>,
+}
+
+impl PartialEq for SufRingMatMul {
+    fn eq(&self, o: &Self) -> bool {
+        (&self.node, self.fixed, self.encoding, self.truncation, self.shift, self.trans_b, self.post_multiplier)
+            == (&o.node, o.fixed, o.encoding, o.truncation, o.shift, o.trans_b, o.post_multiplier)
+    }
+}
+
+impl Eq for SufRingMatMul {}
+
+impl std::hash::Hash for SufRingMatMul {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.node.hash(state);
+        self.shift.hash(state);
+    }
 }
 
 impl SufRingMatMul {
@@ -50,6 +69,7 @@ impl SufRingMatMul {
             shift,
             trans_b: opt_int_attr(node, "trans_b").unwrap_or(0) != 0,
             post_multiplier: opt_int_attr(node, "post_multiplier"),
+            b_encoded: None,
         })
     }
 
@@ -97,7 +117,10 @@ impl EvalOp for SufRingMatMul {
         let (a_full, b_full, _, c_shape) =
             compute_shapes(a_shape.clone().into(), b_shape.clone().into(), false, self.trans_b, false)?;
         let a = self.encode(&inputs[0], "operand A")?;
-        let b = self.encode(&inputs[1], "operand B")?;
+        let b = match &self.b_encoded {
+            Some(b) => b.clone(),
+            None => Arc::new(self.encode(&inputs[1], "operand B")?),
+        };
         let bias = match inputs.get(2) {
             Some(t) => {
                 let t = t.cast_to::<f32>()?;
@@ -252,7 +275,11 @@ impl Expansion for RingMatMulInference {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, self.0.clone(), inputs)
+        let mut op = self.0.clone();
+        if let Some(k) = model.outlet_fact(inputs[1])?.konst.clone() {
+            op.b_encoded = Some(Arc::new(op.encode(&k, "operand B")?));
+        }
+        model.wire_node(prefix, op, inputs)
     }
 }
 
