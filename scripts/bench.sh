@@ -14,7 +14,7 @@ for spec in "${specs[@]}"; do
   model="$out/random-$arch.onnx"
   [ -f "$model" ] || python3 scripts/export_onnx.py --random-arch "$arch" --out "$model" 2>&1 | grep RANDOM || true
   "$bench" --model "$model" --name "$arch" --n-bits "$n" --levels "${LEVELS:-output,ring,sigma}" \
-    --batch 1,8 --seq-len 128 --warmup 1 --iters "${ITERS:-3}" --out-json "$out/$arch.suf.json"
+    --batch 1,8 --seq-len 128 --warmup 1 --iters "${ITERS:-3}" ${BENCH_FLAGS:-} --out-json "$out/$arch.suf.json"
   python3 scripts/bench_ort.py --model "$model" --batch 1,8 --seq-len 128 --threads 1 \
     --warmup 1 --iters "${ITERS:-3}" --out-json "$out/$arch.ort.json"
   pairs+=(--pair "$arch" "$out/$arch.suf.json" "$out/$arch.ort.json")

@@ -186,8 +186,19 @@ impl FixedPoint {
     /// `roundsd`): rounding by the 1.5 * 2^52 magic number, the wrap as
     /// `v - 2^n * floor((v + 2^(n-1)) / 2^n)`, both exact on integers below 2^51. A tensor
     /// holding a larger |x * 2^f| takes the exact element-by-element path. A non-finite
-    /// element is an error naming its flat index; the tensor is then unchanged.
+    /// element is an error naming its flat index (the tensor is then partly rewritten).
     pub fn quantize_slice_f32(self, xs: &mut [f32], rounding: Rounding) -> Result<(), NonFiniteAt> {
+        // Blocks small enough for L1: the range check and the rounding then read each
+        // element from memory once.
+        const BLOCK: usize = 2048;
+        for (b, block) in xs.chunks_mut(BLOCK).enumerate() {
+            self.quantize_block(block, rounding)
+                .map_err(|NonFiniteAt(i)| NonFiniteAt(b * BLOCK + i))?;
+        }
+        Ok(())
+    }
+
+    fn quantize_block(self, xs: &mut [f32], rounding: Rounding) -> Result<(), NonFiniteAt> {
         let scale = self.scale();
         // One branch-free pass (NaN compares false, so it counts as out of range).
         let outside = |limit: f64| {

@@ -41,6 +41,9 @@ pub struct BenchArgs {
     /// Label for the model in the report
     #[arg(long)]
     name: Option<String>,
+    /// Also time level `output` with one op kind at a time (where the SUF overhead goes)
+    #[arg(long)]
+    breakdown: bool,
     #[arg(long)]
     out_json: PathBuf,
 }
@@ -122,6 +125,16 @@ fn run(args: &BenchArgs) -> Result<()> {
             .with_context(|| format!("compiling for {level}"))?;
         eprintln!("compiled {level} in {:.1} s", t0.elapsed().as_secs_f64());
         graphs.push((level.clone(), m));
+    }
+    if args.breakdown {
+        let fixed = suf_compiler::FixedPoint::new(args.n_bits, args.frac_bits)?;
+        let full = suf_compiler::compile(&proto, &suf_compiler::CompileOptions::new(fixed))?;
+        for kind in full.summary.inserted.keys() {
+            let mut opts = suf_compiler::CompileOptions::new(fixed);
+            opts.only = Some([*kind].into_iter().collect());
+            let m = suf_compiler::compile(&proto, &opts)?.model;
+            graphs.push((format!("output[{kind}]"), m));
+        }
     }
     let mut timings = Vec::new();
     for &batch in &args.batch {
