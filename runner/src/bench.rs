@@ -58,7 +58,7 @@ pub struct Timing {
     pub min_ms: f64,
     pub runs_ms: Vec<f64>,
     pub examples_per_s: f64,
-    /// median / float median at the same batch size.
+    /// Median over rounds of (this graph's time / the float graph's time in the same round).
     pub over_float: Option<f64>,
 }
 
@@ -105,6 +105,20 @@ fn inputs(batch: usize, seq_len: usize, vocab: i64) -> TokenBatch {
     }
 }
 
+fn median(xs: &[f64]) -> f64 {
+    median_of(xs.to_vec())
+}
+
+fn median_of(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
 fn run(args: &BenchArgs) -> Result<()> {
     if args.iters == 0 || args.batch.contains(&0) {
         bail!("--iters and every --batch must be > 0");
@@ -136,41 +150,48 @@ fn run(args: &BenchArgs) -> Result<()> {
             graphs.push((format!("output[{kind}]"), m));
         }
     }
+    // Interleaved rounds: every round runs each graph once, so drift in the machine's speed
+    // (frequency, neighbours) hits all graphs alike; ratios are medians of per-round ratios.
     let mut timings = Vec::new();
     for &batch in &args.batch {
         let tb = inputs(batch, args.seq_len, vocab);
-        let mut float_median = None;
+        let mut engines = Vec::with_capacity(graphs.len());
         for (name, model) in &graphs {
             let t0 = Instant::now();
             let engine = Engine::new(&framework, model, dir, batch, args.seq_len)
                 .with_context(|| format!("{name} graph"))?;
-            let prepare_s = t0.elapsed().as_secs_f64();
-            for _ in 0..args.warmup {
-                engine.run(&tb)?;
-            }
-            let mut runs = Vec::with_capacity(args.iters);
-            for _ in 0..args.iters {
+            engines.push((name, engine, t0.elapsed().as_secs_f64()));
+        }
+        let mut runs = vec![Vec::with_capacity(args.iters); engines.len()];
+        for round in 0..args.warmup + args.iters {
+            for (k, (_, engine, _)) in engines.iter().enumerate() {
                 let t = Instant::now();
                 engine.run(&tb)?;
-                runs.push(t.elapsed().as_secs_f64() * 1e3);
+                if round >= args.warmup {
+                    runs[k].push(t.elapsed().as_secs_f64() * 1e3);
+                }
             }
-            let mut sorted = runs.clone();
-            sorted.sort_by(f64::total_cmp);
-            let median = sorted[sorted.len() / 2];
-            if name == "float" {
-                float_median = Some(median);
-            }
-            eprintln!("{name:>6} batch {batch}: median {median:.1} ms ({} runs)", runs.len());
+        }
+        for (k, (name, _, prepare_s)) in engines.iter().enumerate() {
+            let median = median(&runs[k]);
+            let over_float = (k > 0).then(|| {
+                let ratios: Vec<f64> = runs[k].iter().zip(&runs[0]).map(|(a, f)| a / f).collect();
+                median_of(ratios)
+            });
+            eprintln!(
+                "{name:>16} batch {batch}: median {median:.1} ms{}",
+                over_float.map(|r| format!(", {r:.2}x float")).unwrap_or_default()
+            );
             timings.push(Timing {
-                graph: name.clone(),
+                graph: name.to_string(),
                 batch,
                 seq_len: args.seq_len,
-                prepare_s,
+                prepare_s: *prepare_s,
                 median_ms: median,
-                min_ms: sorted[0],
-                runs_ms: runs,
+                min_ms: runs[k].iter().cloned().fold(f64::INFINITY, f64::min),
+                runs_ms: runs[k].clone(),
                 examples_per_s: batch as f64 / (median / 1e3),
-                over_float: float_median.map(|f| median / f),
+                over_float,
             });
         }
     }
