@@ -148,3 +148,26 @@ impl<'a> GraphView<'a> {
         }
     }
 }
+
+/// Node replacements and removals by original index, applied in one pass so that the
+/// indices every plan holds stay valid until then.
+#[derive(Debug, Default)]
+pub struct Edits {
+    pub replace: std::collections::BTreeMap<usize, NodeProto>,
+    pub remove: std::collections::BTreeSet<usize>,
+}
+
+impl Edits {
+    pub fn apply(self, graph: &mut GraphProto) {
+        let old = std::mem::take(&mut graph.node);
+        let mut replace = self.replace;
+        for (i, n) in old.into_iter().enumerate() {
+            if let Some(new) = replace.remove(&i) {
+                graph.node.push(new);
+            } else if !self.remove.contains(&i) {
+                graph.node.push(n);
+            }
+        }
+    }
+}
+

@@ -9,6 +9,7 @@ pub mod approx;
 pub mod builder;
 pub mod cli;
 pub mod dump;
+pub mod fuse;
 pub mod graph;
 pub mod lower;
 pub mod normalize;
@@ -33,6 +34,8 @@ pub use tract_onnx::pb::ModelProto;
 pub const SUF_DOMAIN: &str = "ai.suf";
 /// Op type of the fused encode + wrap node (unique name: tract's registry ignores domains).
 pub const SUF_QUANTIZE: &str = "SufQuantize";
+/// Op type of q(q(x) + bias): a linear layer's two encodings fused into one pass (level output).
+pub const SUF_QUANTIZE_BIAS: &str = "SufQuantizeBias";
 /// Op type of the ring-exact matrix product (emulation levels `ring` and `sigma`).
 pub const SUF_RING_MATMUL: &str = "SufRingMatMul";
 /// Op type of SIGMA's table-driven GELU/SiLU (emulation level `sigma`).

@@ -144,7 +144,7 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
     } else {
         ring::plan(&GraphView::new(graph), &sites, opts)
     };
-    let mut edits = ring::Edits::default();
+    let mut edits = crate::graph::Edits::default();
     let sigma_plan = if opts.emulation == Emulation::Sigma {
         let view = GraphView::new(graph);
         let folded = sigma::fold_scales(&view, &sites, &mut ring_plan, opts.fixed.frac_bits());
@@ -204,6 +204,11 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
         .cloned()
         .collect();
     insert_suf_nodes(graph, &quantized, opts);
+    let fused_bias_nodes = if opts.lower {
+        0
+    } else {
+        crate::fuse::fuse_bias_quantize(graph)
+    };
     if !model.opset_import.iter().any(|o| o.domain == SUF_DOMAIN) {
         model.opset_import.push(OperatorSetIdProto {
             domain: SUF_DOMAIN.into(),
@@ -226,6 +231,7 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
             initializers_rewritten,
             untouched,
             normalizations,
+            fused_bias_nodes,
         },
     })
 }

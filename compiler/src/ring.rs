@@ -5,7 +5,7 @@
 //! at scale 2f before the truncation, as SIGMA does; its Add node and SUF node disappear.
 
 use crate::builder::{attr_int, attr_string};
-use crate::graph::GraphView;
+use crate::graph::{Edits, GraphView};
 use crate::patterns::{OpKind, Site};
 use crate::pass::{suf_attributes, CompileOptions};
 use crate::{SUF_DOMAIN, SUF_RING_MATMUL};
@@ -163,28 +163,6 @@ fn gemm_product(view: &GraphView, i: usize, f: u32) -> Result<RingProduct, Strin
         folded_scale: None,
         post_multiplier: None,
     })
-}
-
-/// Node replacements and removals by original index, applied in one pass so that the
-/// indices every plan holds stay valid until then.
-#[derive(Debug, Default)]
-pub struct Edits {
-    pub replace: std::collections::BTreeMap<usize, NodeProto>,
-    pub remove: std::collections::BTreeSet<usize>,
-}
-
-impl Edits {
-    pub fn apply(self, graph: &mut GraphProto) {
-        let old = std::mem::take(&mut graph.node);
-        let mut replace = self.replace;
-        for (i, n) in old.into_iter().enumerate() {
-            if let Some(new) = replace.remove(&i) {
-                graph.node.push(new);
-            } else if !self.remove.contains(&i) {
-                graph.node.push(n);
-            }
-        }
-    }
 }
 
 /// Each product's node becomes `SufRingMatMul`; fused nodes go.

@@ -8,10 +8,10 @@
 
 use crate::approx;
 use crate::builder::attr_string;
-use crate::graph::GraphView;
+use crate::graph::{Edits, GraphView};
 use crate::patterns::{OpKind, Site};
 use crate::pass::{suf_attributes, CompileOptions};
-use crate::ring::{Edits, RingPlan};
+use crate::ring::RingPlan;
 use crate::{SUF_DOMAIN, SUF_SIGMA_ACTIVATION, SUF_SIGMA_ROW};
 use anyhow::{anyhow, bail, Result};
 use std::collections::HashSet;

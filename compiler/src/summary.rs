@@ -22,6 +22,8 @@ pub struct Summary {
     pub untouched: Vec<Untouched>,
     /// Graph clean-ups applied before matching.
     pub normalizations: Vec<String>,
+    /// MatMul + bias-Add encodings fused into one `SufQuantizeBias` node each (same values).
+    pub fused_bias_nodes: usize,
 }
 
 impl Summary {
@@ -83,6 +85,13 @@ impl fmt::Display for Summary {
                 "  {:>4} {op:<8} {reason}: {}{more}",
                 nodes.len(),
                 shown.join(", ")
+            )?;
+        }
+        if self.fused_bias_nodes > 0 {
+            writeln!(
+                f,
+                "fused {} MatMul -> SufQuantize -> Add(bias) -> SufQuantize chains into SufQuantizeBias nodes (one pass, same values)",
+                self.fused_bias_nodes
             )?;
         }
         for n in &self.normalizations {
