@@ -7,7 +7,9 @@
 
 use proptest::prelude::*;
 use suf_compiler::builder::{attr_int, GraphBuilder};
-use suf_compiler::{compile, stats, tract_ops, CompileOptions, Emulation, FixedPoint, ModelProto, Rounding};
+use suf_compiler::{
+    compile, stats, tract_ops, CompileOptions, Emulation, FixedPoint, ModelProto, Rounding,
+};
 use tract_onnx::prelude::*;
 
 struct Rng(u64);
@@ -15,7 +17,10 @@ struct Rng(u64);
 impl Rng {
     /// A multiple of 2^-bits in [-range, range].
     fn grid(&mut self, bits: i32, range: f32) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let steps = (range * 2f32.powi(bits)) as i64;
         let k = ((self.0 >> 33) as i64 % (2 * steps + 1)) - steps;
         k as f32 / 2f32.powi(bits)
@@ -67,22 +72,42 @@ fn run(model: &ModelProto, x: &Tensor) -> Vec<f32> {
         .unwrap();
     let plan = m.into_optimized().unwrap().into_runnable().unwrap();
     let out = plan.run(tvec!(x.clone().into_tvalue())).unwrap();
-    out[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()
+    out[0]
+        .try_as_plain_ram()
+        .unwrap()
+        .as_slice::<f32>()
+        .unwrap()
+        .to_vec()
 }
 
 fn ops(model: &ModelProto) -> Vec<String> {
-    model.graph.as_ref().unwrap().node.iter().map(|n| n.op_type.clone()).collect()
+    model
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| n.op_type.clone())
+        .collect()
 }
 
 #[test]
 fn ring_rewrite_fuses_biases_into_ring_products() {
     let ring = rewrite(&block(1), 50, Emulation::Ring);
     let ops = ops(&ring);
-    assert_eq!(ops.iter().filter(|o| *o == "SufRingMatMul").count(), 2, "{ops:?}");
+    assert_eq!(
+        ops.iter().filter(|o| *o == "SufRingMatMul").count(),
+        2,
+        "{ops:?}"
+    );
     assert!(!ops.contains(&"MatMul".to_string()), "{ops:?}");
     // The two bias Adds are gone (fused); the residual Add stays, with its SUF node.
     assert_eq!(ops.iter().filter(|o| *o == "Add").count(), 1, "{ops:?}");
-    assert_eq!(ops.iter().filter(|o| *o == "SufQuantize").count(), 3, "{ops:?}");
+    assert_eq!(
+        ops.iter().filter(|o| *o == "SufQuantize").count(),
+        3,
+        "{ops:?}"
+    );
 }
 
 proptest! {

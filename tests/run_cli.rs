@@ -531,3 +531,31 @@ fn tokenizer_outside_the_model_vocabulary_is_one_line() {
         ],
     );
 }
+
+#[test]
+fn find_min_bits_refuses_shards_and_float_only_runs() {
+    let setup = Setup::new();
+    let cfg = setup.default_config();
+    let json = setup.path("r.json");
+    let out = suf_run(&[
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&json),
+        "--find-min-bits",
+        "--shard",
+        "0/2",
+    ]);
+    assert_one_line_error(&out, &["--find-min-bits", "--shard"]);
+    let out = suf_run(&[
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&json),
+        "--find-min-bits",
+        "--emulation",
+        "none",
+    ]);
+    assert_one_line_error(&out, &["--find-min-bits", "emulation level"]);
+    assert!(!json.exists(), "no report is written for a refused run");
+}

@@ -1,6 +1,6 @@
 //! `suf-run` end to end on the shipped exporter fixtures (tests/fixtures) and the real data in
 //! ../shared: the smoke config as a user runs it, and one BERT and one GPT row with
-//! `--max-examples 20`. Float graph only until the compiler library is wired in.
+//! `--max-examples 20`, then every emulation level and the bitwidth search on the BERT row.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -92,4 +92,94 @@ fn one_bert_row_and_one_gpt_row_with_max_examples_20() {
         assert_eq!(r["rows"].as_array().unwrap().len(), 1);
         check_float_row(&r["rows"][0], 20);
     }
+}
+
+/// Every level runs through suf-run, and `--find-min-bits` reports a search whose trials
+/// support its answer: the minimum is within the tolerance, every evaluated ring between it
+/// and the prediction is too, and the next smaller evaluated ring is not (or cannot be built).
+#[test]
+fn every_level_and_the_bitwidth_search_on_the_bert_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, md) = (dir.path().join("levels.json"), dir.path().join("levels.md"));
+    let out = suf_run(&[
+        "--config",
+        "configs/smoke.json",
+        "--rows",
+        "fixture-bert-tiny-sst2",
+        "--max-examples",
+        "16",
+        "--emulation",
+        "output,ring,sigma",
+        "--find-min-bits",
+        "--out-json",
+        json.to_str().unwrap(),
+        "--out-md",
+        md.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = read_json(&json);
+    let row = &r["rows"][0];
+    check_float_row(row, 16);
+    let float_acc = row["float"]["acc"].as_f64().unwrap();
+    for level in ["output", "ring", "sigma"] {
+        let suf = &row["suf"][level];
+        let agreement = suf["agreement"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&agreement), "{level}: {suf}");
+        let m = &row["min_bits"][level];
+        let trials = m["trials"].as_array().unwrap();
+        assert_eq!(
+            trials[0]["n_bits"], 64,
+            "{level}: the search starts with the n = 64 pass"
+        );
+        let predicted = m["predicted"].as_u64().unwrap();
+        assert!((13..=65).contains(&predicted), "{level}: {m}");
+        let at = |n: u64| trials.iter().find(|t| t["n_bits"].as_u64() == Some(n));
+        for t in trials {
+            let acc = t["acc"].as_f64().unwrap();
+            let delta = t["delta_pp"].as_f64().unwrap();
+            assert!(
+                (delta - (acc - float_acc) * 100.0).abs() < 1e-9,
+                "{level}: {t}"
+            );
+            assert_eq!(
+                t["within"].as_bool().unwrap(),
+                delta.abs() <= 0.1 + 1e-9,
+                "{level}: {t}"
+            );
+        }
+        let Some(min) = m["min_bits"].as_u64() else {
+            assert_eq!(
+                trials[0]["within"], false,
+                "{level}: no minimum only when n = 64 fails"
+            );
+            continue;
+        };
+        assert_eq!(
+            at(min).map(|t| t["within"].clone()),
+            Some(Value::Bool(true)),
+            "{level}: {m}"
+        );
+        for n in min..=predicted.min(64) {
+            if let Some(t) = at(n) {
+                assert_eq!(
+                    t["within"], true,
+                    "{level}: n = {n} between the minimum and the prediction: {m}"
+                );
+            }
+        }
+        let note = m["note"].as_str().unwrap();
+        match at(min - 1) {
+            Some(t) => assert_eq!(t["within"], false, "{level}: {m}"),
+            None => assert!(
+                min == 13 || note.contains("cannot be built") || min > predicted,
+                "{level}: {m}"
+            ),
+        }
+    }
+    let md = std::fs::read_to_string(&md).unwrap();
+    assert!(md.contains("| Row | Examples | Float Acc | output Acc | ring Acc | sigma Acc | min n output | min n ring | min n sigma | Bitwidth (SIGMA) |"), "{md}");
 }

@@ -14,18 +14,54 @@ pub const APPROX_DIR_ENV: &str = "SUF_APPROX_DIR";
 const SHIPPED: [(&str, &str); 14] = [
     ("sigma-gelu", include_str!("../approx/sigma-gelu.json")),
     ("sigma-silu", include_str!("../approx/sigma-silu.json")),
-    ("sigma-nexp-hi", include_str!("../approx/sigma-nexp-hi.json")),
-    ("sigma-nexp-lo", include_str!("../approx/sigma-nexp-lo.json")),
-    ("sigma-reciprocal-13", include_str!("../approx/sigma-reciprocal-13.json")),
-    ("sigma-rsqrt-8", include_str!("../approx/sigma-rsqrt-8.json")),
-    ("sigma-rsqrt-32", include_str!("../approx/sigma-rsqrt-32.json")),
-    ("sigma-rsqrt-128", include_str!("../approx/sigma-rsqrt-128.json")),
-    ("sigma-rsqrt-256", include_str!("../approx/sigma-rsqrt-256.json")),
-    ("sigma-rsqrt-384", include_str!("../approx/sigma-rsqrt-384.json")),
-    ("sigma-rsqrt-576", include_str!("../approx/sigma-rsqrt-576.json")),
-    ("sigma-rsqrt-768", include_str!("../approx/sigma-rsqrt-768.json")),
-    ("sigma-rsqrt-1024", include_str!("../approx/sigma-rsqrt-1024.json")),
-    ("sigma-rsqrt-2048", include_str!("../approx/sigma-rsqrt-2048.json")),
+    (
+        "sigma-nexp-hi",
+        include_str!("../approx/sigma-nexp-hi.json"),
+    ),
+    (
+        "sigma-nexp-lo",
+        include_str!("../approx/sigma-nexp-lo.json"),
+    ),
+    (
+        "sigma-reciprocal-13",
+        include_str!("../approx/sigma-reciprocal-13.json"),
+    ),
+    (
+        "sigma-rsqrt-8",
+        include_str!("../approx/sigma-rsqrt-8.json"),
+    ),
+    (
+        "sigma-rsqrt-32",
+        include_str!("../approx/sigma-rsqrt-32.json"),
+    ),
+    (
+        "sigma-rsqrt-128",
+        include_str!("../approx/sigma-rsqrt-128.json"),
+    ),
+    (
+        "sigma-rsqrt-256",
+        include_str!("../approx/sigma-rsqrt-256.json"),
+    ),
+    (
+        "sigma-rsqrt-384",
+        include_str!("../approx/sigma-rsqrt-384.json"),
+    ),
+    (
+        "sigma-rsqrt-576",
+        include_str!("../approx/sigma-rsqrt-576.json"),
+    ),
+    (
+        "sigma-rsqrt-768",
+        include_str!("../approx/sigma-rsqrt-768.json"),
+    ),
+    (
+        "sigma-rsqrt-1024",
+        include_str!("../approx/sigma-rsqrt-1024.json"),
+    ),
+    (
+        "sigma-rsqrt-2048",
+        include_str!("../approx/sigma-rsqrt-2048.json"),
+    ),
 ];
 
 static CACHE: OnceLock<Mutex<HashMap<String, Arc<Descriptor>>>> = OnceLock::new();
@@ -55,7 +91,10 @@ pub fn descriptor(name: &str) -> Result<Arc<Descriptor>> {
     };
     let d = Descriptor::from_json(&text).map_err(|e| anyhow!("descriptor `{name}`: {e}"))?;
     if d.name != name {
-        return Err(anyhow!("descriptor file `{name}.json` declares name `{}`", d.name));
+        return Err(anyhow!(
+            "descriptor file `{name}.json` declares name `{}`",
+            d.name
+        ));
     }
     let d = Arc::new(d);
     cache
@@ -85,6 +124,9 @@ mod tests {
     #[test]
     fn a_missing_descriptor_names_itself_and_the_generator() {
         let e = descriptor("sigma-rsqrt-333").unwrap_err().to_string();
-        assert!(e.contains("sigma-rsqrt-333") && e.contains("gen_descriptors"), "{e}");
+        assert!(
+            e.contains("sigma-rsqrt-333") && e.contains("gen_descriptors"),
+            "{e}"
+        );
     }
 }

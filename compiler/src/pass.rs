@@ -155,7 +155,10 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
         sigma::SigmaPlan::default()
     };
     let mut keep_float = ring_plan.biases();
-    for site in sites.iter().filter(|s| sigma_plan.replaced.contains(&s.anchor)) {
+    for site in sites
+        .iter()
+        .filter(|s| sigma_plan.replaced.contains(&s.anchor))
+    {
         // The SIGMA op encodes its own parameters (beta at scale 2f).
         keep_float.extend(site.params.iter().cloned());
     }

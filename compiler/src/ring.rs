@@ -6,8 +6,8 @@
 
 use crate::builder::{attr_int, attr_string};
 use crate::graph::{Edits, GraphView};
-use crate::patterns::{OpKind, Site};
 use crate::pass::{suf_attributes, CompileOptions};
+use crate::patterns::{OpKind, Site};
 use crate::{SUF_DOMAIN, SUF_RING_MATMUL};
 use std::collections::HashSet;
 use tract_onnx::pb::{GraphProto, NodeProto};
@@ -58,7 +58,10 @@ impl RingPlan {
 
     /// Biases stay float in the initializers: the op encodes them at scale 2f.
     pub fn biases(&self) -> HashSet<String> {
-        self.products.iter().filter_map(|p| p.bias.clone()).collect()
+        self.products
+            .iter()
+            .filter_map(|p| p.bias.clone())
+            .collect()
     }
 }
 
@@ -113,7 +116,11 @@ pub fn plan(view: &GraphView, sites: &[Site], opts: &CompileOptions) -> RingPlan
 
 /// MatMul -> Add(bias): the MatMul's only consumer is a data Add whose other operand is a
 /// rank-1 float initializer.
-fn fusable_bias(view: &GraphView, matmul: usize, add_sites: &HashSet<usize>) -> Option<(usize, String)> {
+fn fusable_bias(
+    view: &GraphView,
+    matmul: usize,
+    add_sites: &HashSet<usize>,
+) -> Option<(usize, String)> {
     let out = &view.node(matmul).output[0];
     if view.is_output(out) {
         return None;
@@ -124,7 +131,8 @@ fn fusable_bias(view: &GraphView, matmul: usize, add_sites: &HashSet<usize>) -> 
     }
     let bias = view.other_input(add, out)?;
     let t = view.initializer(bias)?;
-    (t.dims.len() == 1 && t.data_type == crate::tensor::dtype::FLOAT).then(|| (add, bias.to_string()))
+    (t.dims.len() == 1 && t.data_type == crate::tensor::dtype::FLOAT)
+        .then(|| (add, bias.to_string()))
 }
 
 fn gemm_product(view: &GraphView, i: usize, f: u32) -> Result<RingProduct, String> {
@@ -135,7 +143,12 @@ fn gemm_product(view: &GraphView, i: usize, f: u32) -> Result<RingProduct, Strin
             .find(|a| a.name == name)
             .map_or(default, |a| a.f)
     };
-    let int = |name: &str| n.attribute.iter().find(|a| a.name == name).map_or(0, |a| a.i);
+    let int = |name: &str| {
+        n.attribute
+            .iter()
+            .find(|a| a.name == name)
+            .map_or(0, |a| a.i)
+    };
     if float("alpha", 1.0) != 1.0 || float("beta", 1.0) != 1.0 {
         return Err("Gemm with alpha or beta != 1 is computed in float".into());
     }
@@ -148,7 +161,9 @@ fn gemm_product(view: &GraphView, i: usize, f: u32) -> Result<RingProduct, Strin
             .initializer(c)
             .is_some_and(|t| t.dims.len() == 1 && t.data_type == crate::tensor::dtype::FLOAT);
         if !rank1 {
-            return Err("Gemm whose C is not a rank-1 float initializer is computed in float".into());
+            return Err(
+                "Gemm whose C is not a rank-1 float initializer is computed in float".into(),
+            );
         }
     }
     Ok(RingProduct {

@@ -9,8 +9,8 @@
 use crate::approx;
 use crate::builder::attr_string;
 use crate::graph::{Edits, GraphView};
-use crate::patterns::{OpKind, Site};
 use crate::pass::{suf_attributes, CompileOptions};
+use crate::patterns::{OpKind, Site};
 use crate::ring::RingPlan;
 use crate::{SUF_DOMAIN, SUF_SIGMA_ACTIVATION, SUF_SIGMA_ROW};
 use anyhow::{anyhow, bail, Result};
@@ -114,7 +114,12 @@ pub fn edit(
                 let c = view
                     .initializer(&gamma)
                     .map(|t| t.dims.iter().product::<i64>() as usize)
-                    .ok_or_else(|| anyhow!("sigma level: {} scale `{gamma}` is not an initializer", site.anchor))?;
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "sigma level: {} scale `{gamma}` is not an initializer",
+                            site.anchor
+                        )
+                    })?;
                 let rsqrt = approx::rsqrt_name(c);
                 approx::descriptor(&rsqrt)?;
                 let mut a = suf_attributes(opts, site.kind);
@@ -160,11 +165,21 @@ pub fn edit(
 fn norm_params(view: &GraphView, site: &Site) -> Result<(String, Option<String>)> {
     let n = view.node(site.nodes[0]);
     if site.nodes.len() == 1 && n.op_type == "LayerNormalization" {
-        let axis = n.attribute.iter().find(|a| a.name == "axis").map_or(-1, |a| a.i);
+        let axis = n
+            .attribute
+            .iter()
+            .find(|a| a.name == "axis")
+            .map_or(-1, |a| a.i);
         if axis != -1 {
-            bail!("sigma level: LayerNormalization {} normalises axis {axis}, not the last", n.name);
+            bail!(
+                "sigma level: LayerNormalization {} normalises axis {axis}, not the last",
+                n.name
+            );
         }
-        return Ok((n.input[1].clone(), n.input.get(2).filter(|b| !b.is_empty()).cloned()));
+        return Ok((
+            n.input[1].clone(),
+            n.input.get(2).filter(|b| !b.is_empty()).cloned(),
+        ));
     }
     match (site.kind, site.params.as_slice()) {
         (OpKind::LayerNorm, [g, b]) => Ok((g.clone(), Some(b.clone()))),

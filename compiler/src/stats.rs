@@ -20,6 +20,11 @@ pub struct NodeStats {
     pub max_abs_2f: Option<f64>,
     /// Products that fell outside the ring at scale 2f (|y| >= 2^(n-1-2f)) and wrapped.
     pub overflows_2f: usize,
+    /// SIGMA row ops (softmax, LayerNorm, RMSNorm): the ring size their intermediates need
+    /// (sums, the sum of squares read as unsigned, products before truncation).
+    pub internal_bits: Option<u32>,
+    /// Rows whose intermediates did not fit the ring (internal_bits > n) and wrapped.
+    pub internal_overflows: usize,
     /// Elements processed.
     pub elements: usize,
 }

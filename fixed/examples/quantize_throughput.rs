@@ -25,7 +25,10 @@ fn main() {
             fixed.quantize_slice_f32(&mut xs, rounding).expect("finite");
         }
         let per = t.elapsed().as_secs_f64() / (reps * n) as f64;
-        println!("quantize n_bits={n_bits} {rounding}: {:.2} ns/element", per * 1e9);
+        println!(
+            "quantize n_bits={n_bits} {rounding}: {:.2} ns/element",
+            per * 1e9
+        );
     }
     let mut xs = data.clone();
     let t = Instant::now();

@@ -276,8 +276,14 @@ impl FixedPoint {
                 Rounding::Trunc => v.signum() * floor_magic(v.abs()),
             };
             match rounding {
-                Rounding::Round => out.iter_mut().zip(xs).for_each(|(o, &x)| *o = round_magic(x as f64 * scale)),
-                _ => out.iter_mut().zip(xs).for_each(|(o, &x)| *o = rule(x as f64 * scale)),
+                Rounding::Round => out
+                    .iter_mut()
+                    .zip(xs)
+                    .for_each(|(o, &x)| *o = round_magic(x as f64 * scale)),
+                _ => out
+                    .iter_mut()
+                    .zip(xs)
+                    .for_each(|(o, &x)| *o = rule(x as f64 * scale)),
             }
             return Ok(());
         }
@@ -342,6 +348,22 @@ fn round_magic(v: f64) -> f64 {
 fn floor_magic(v: f64) -> f64 {
     let r = round_magic(v);
     r - if r > v { 1.0 } else { 0.0 }
+}
+
+/// The smallest ring size n whose signed range holds every real of magnitude up to
+/// `max_abs` at `scale_bits` fractional bits: the integer ceil(max_abs * 2^scale_bits) and its
+/// negation must lie in [-2^(n-1), 2^(n-1) - 1]. At least `scale_bits + 1`, at most 64 (a
+/// demand beyond 64 bits reports 65, which no ring here has).
+pub fn ring_bits_for(max_abs: f64, scale_bits: u32) -> u32 {
+    let q = (max_abs.abs() * pow2(scale_bits as i32)).ceil();
+    let need = if !q.is_finite() || q >= pow2(63) {
+        65
+    } else {
+        // bit length of q, plus the sign bit.
+        let q = q as u64;
+        (64 - q.leading_zeros()) + 1
+    };
+    need.clamp(scale_bits + 1, 65)
 }
 
 /// 2^e as an `f64`, exact for -1022 <= e <= 1023.

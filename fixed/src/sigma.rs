@@ -173,6 +173,36 @@ fn check_bits(n_bits: u32, frac_bits: u32) -> Result<(), SigmaError> {
 /// d = m - x is clipped here: 2^16 - 1 at scale 12 is 16.0, past which e^-d is 0 anyway.
 const NEXP_CLIP: i64 = (1 << 16) - 1;
 
+/// The n-bit ring an algorithm computes in, noting how wide its intermediates get: `need`
+/// is the smallest ring that would hold every value it wrapped exactly (the node statistics'
+/// "internal bits"; a sum of squares read as unsigned counts its bit length).
+struct Ring {
+    n: u32,
+    need: u32,
+}
+
+impl Ring {
+    fn new(n: u32) -> Self {
+        Ring { n, need: 0 }
+    }
+
+    #[inline(always)]
+    fn wrap(&mut self, v: i128) -> i64 {
+        let magnitude = if v < 0 { !v } else { v };
+        self.need = self.need.max(129 - magnitude.leading_zeros());
+        wrap_i128(v, self.n)
+    }
+
+    #[inline(always)]
+    fn wrap_unsigned(&mut self, v: i128) -> u64 {
+        self.need = self.need.max(128 - v.unsigned_abs().leading_zeros());
+        unsigned_n(wrap_i128(v, self.n), self.n)
+    }
+}
+
+/// A row's output and the ring size its intermediates needed ([`Ring`]).
+pub type Traced = (Vec<i64>, u32);
+
 /// SIGMA's softmax of one row (`gpu_softmax.cu`, `gpu_nexp.cu`, `gpu_inverse.cu`).
 ///
 /// Masked entries take no part and output 0 (causal rows run over the lower triangle only).
@@ -183,6 +213,17 @@ pub fn softmax_row(
     n_bits: u32,
     f: u32,
 ) -> Result<Vec<i64>, SigmaError> {
+    softmax_row_traced(q, masked, tables, n_bits, f).map(|(y, _)| y)
+}
+
+/// [`softmax_row`] and the ring size its intermediates needed.
+pub fn softmax_row_traced(
+    q: &[i64],
+    masked: &[bool],
+    tables: &SoftmaxTables,
+    n_bits: u32,
+    f: u32,
+) -> Result<Traced, SigmaError> {
     check_bits(n_bits, f)?;
     tables.check_scales(f)?;
     if masked.len() != q.len() {
@@ -202,10 +243,11 @@ pub fn softmax_row(
             table: tables.reciprocal.name.clone(),
         });
     }
+    let mut ring = Ring::new(n_bits);
     let x: Vec<i64> = q.iter().map(|&v| wrap_i64(v, n_bits)).collect();
     let live = || x.iter().zip(masked).filter(|(_, &m)| !m).map(|(&v, _)| v);
     let Some(max) = live().max() else {
-        return Ok(vec![0; q.len()]);
+        return Ok((vec![0; q.len()], 0));
     };
     let e: Vec<i64> = x
         .iter()
@@ -215,26 +257,28 @@ pub fn softmax_row(
                 return 0;
             }
             // Non-negative for inputs inside n - f bits (SIGMA's assumption); clip both ends.
-            let d = wrap_i64(max.wrapping_sub(v), n_bits).clamp(0, NEXP_CLIP);
+            let d = ring.wrap(max as i128 - v as i128).clamp(0, NEXP_CLIP);
             let prod = tables.nexp_hi.eval(d >> 8) as i128 * tables.nexp_lo.eval(d & 255) as i128;
-            tr_floor(wrap_i128(prod, n_bits), 12, n_bits)
+            tr_floor(ring.wrap(prod), 12, n_bits)
         })
         .collect();
-    let den = wrap_i128(e.iter().map(|&v| v as i128).sum(), n_bits);
+    let den = ring.wrap(e.iter().map(|&v| v as i128).sum());
     let den6 = tr_floor(den, 6, n_bits);
     // The table is indexed by the low `bits` bits: den6 == 2^bits (all entries at the max) wraps to 0.
     let index = den6 & ((1i64 << tables.recip_bits) - 1);
     let inv = tables.reciprocal.eval(index);
-    Ok(e.iter()
+    let y = e
+        .iter()
         .zip(masked)
         .map(|(&v, &m)| {
             if m {
                 0
             } else {
-                tr_floor(wrap_i128(v as i128 * inv as i128, n_bits), 12, n_bits)
+                tr_floor(ring.wrap(v as i128 * inv as i128), 12, n_bits)
             }
         })
-        .collect())
+        .collect();
+    Ok((y, ring.need))
 }
 
 /// The 13-bit float code of an unsigned sum of squares: k = floor(log2 S) (6 bits), then
@@ -295,32 +339,34 @@ fn check_len(op: &'static str, what: &'static str, v: &[i64], c: usize) -> Resul
 
 /// SIGMA's mean: a shift when C is a power of two, else a multiply by floor(2^f / C)
 /// (biased: for C = 768 it is 5/4096, i.e. 0.9375 of the true mean).
-fn mean(x: &[i64], n_bits: u32, f: u32) -> i64 {
+fn mean(x: &[i64], ring: &mut Ring, f: u32) -> i64 {
     let c = x.len();
-    let sum = wrap_i128(x.iter().map(|&v| v as i128).sum(), n_bits);
+    let n_bits = ring.n;
+    let sum = ring.wrap(x.iter().map(|&v| v as i128).sum());
     if c.is_power_of_two() {
         tr_floor(sum, c.trailing_zeros(), n_bits)
     } else {
         let inv_c = ((1i128 << f) / c as i128) as i64;
-        tr_floor(wrap_i128(sum as i128 * inv_c as i128, n_bits), f, n_bits)
+        tr_floor(ring.wrap(sum as i128 * inv_c as i128), f, n_bits)
     }
 }
 
 /// The normalised row at scale f before the affine part: floor((x - mu) * r / 2^f).
-fn normalise(x: &[i64], mu: i64, rsqrt: &Descriptor, n_bits: u32, f: u32) -> Vec<i64> {
+fn normalise(x: &[i64], mu: i64, rsqrt: &Descriptor, ring: &mut Ring, f: u32) -> Vec<i64> {
+    let n_bits = ring.n;
     let centred: Vec<i64> = x
         .iter()
-        .map(|&v| wrap_i64(v.wrapping_sub(mu), n_bits))
+        .map(|&v| ring.wrap(v as i128 - mu as i128))
         .collect();
     // Wrapping: only the low n bits matter, and n = 64 squares may overflow an i128 sum.
     let sum_sq = centred
         .iter()
         .fold(0i128, |acc, &v| acc.wrapping_add(v as i128 * v as i128));
-    let s = unsigned_n(wrap_i128(sum_sq, n_bits), n_bits);
+    let s = ring.wrap_unsigned(sum_sq);
     let r = rsqrt.eval(rsqrt_index(s));
     centred
         .iter()
-        .map(|&v| tr_floor(wrap_i128(v as i128 * r as i128, n_bits), f, n_bits))
+        .map(|&v| tr_floor(ring.wrap(v as i128 * r as i128), f, n_bits))
         .collect()
 }
 
@@ -334,6 +380,18 @@ pub fn layernorm_row(
     n_bits: u32,
     f: u32,
 ) -> Result<Vec<i64>, SigmaError> {
+    layernorm_row_traced(q, gamma_q, beta_q2f, rsqrt, n_bits, f).map(|(y, _)| y)
+}
+
+/// [`layernorm_row`] and the ring size its intermediates needed.
+pub fn layernorm_row_traced(
+    q: &[i64],
+    gamma_q: &[i64],
+    beta_q2f: &[i64],
+    rsqrt: &Descriptor,
+    n_bits: u32,
+    f: u32,
+) -> Result<Traced, SigmaError> {
     const OP: &str = "layernorm";
     check_bits(n_bits, f)?;
     let c = q.len();
@@ -343,16 +401,18 @@ pub fn layernorm_row(
     check_len(OP, "gamma", gamma_q, c)?;
     check_len(OP, "beta", beta_q2f, c)?;
     check_rsqrt(rsqrt, OP, c, f)?;
+    let mut ring = Ring::new(n_bits);
     let x: Vec<i64> = q.iter().map(|&v| wrap_i64(v, n_bits)).collect();
-    let mu = mean(&x, n_bits, f);
-    Ok(normalise(&x, mu, rsqrt, n_bits, f)
+    let mu = mean(&x, &mut ring, f);
+    let y = normalise(&x, mu, rsqrt, &mut ring, f)
         .into_iter()
         .zip(gamma_q.iter().zip(beta_q2f))
         .map(|(z, (&g, &b))| {
             let y2f = z as i128 * g as i128 + b as i128;
-            tr_floor(wrap_i128(y2f, n_bits), f, n_bits)
+            tr_floor(ring.wrap(y2f), f, n_bits)
         })
-        .collect())
+        .collect();
+    Ok((y, ring.need))
 }
 
 /// RMSNorm of one row: NOT in SIGMA, our labelled extension for Llama-style models.
@@ -364,6 +424,17 @@ pub fn rmsnorm_row(
     n_bits: u32,
     f: u32,
 ) -> Result<Vec<i64>, SigmaError> {
+    rmsnorm_row_traced(q, gamma_q, rsqrt, n_bits, f).map(|(y, _)| y)
+}
+
+/// [`rmsnorm_row`] and the ring size its intermediates needed.
+pub fn rmsnorm_row_traced(
+    q: &[i64],
+    gamma_q: &[i64],
+    rsqrt: &Descriptor,
+    n_bits: u32,
+    f: u32,
+) -> Result<Traced, SigmaError> {
     const OP: &str = "rmsnorm";
     check_bits(n_bits, f)?;
     let c = q.len();
@@ -372,12 +443,14 @@ pub fn rmsnorm_row(
     }
     check_len(OP, "gamma", gamma_q, c)?;
     check_rsqrt(rsqrt, OP, c, f)?;
+    let mut ring = Ring::new(n_bits);
     let x: Vec<i64> = q.iter().map(|&v| wrap_i64(v, n_bits)).collect();
-    Ok(normalise(&x, 0, rsqrt, n_bits, f)
+    let y = normalise(&x, 0, rsqrt, &mut ring, f)
         .into_iter()
         .zip(gamma_q)
-        .map(|(z, &g)| tr_floor(wrap_i128(z as i128 * g as i128, n_bits), f, n_bits))
-        .collect())
+        .map(|(z, &g)| tr_floor(ring.wrap(z as i128 * g as i128), f, n_bits))
+        .collect();
+    Ok((y, ring.need))
 }
 
 #[cfg(test)]

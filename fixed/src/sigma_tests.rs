@@ -175,6 +175,34 @@ fn layernorm_sum_of_squares_wraps_at_small_rings() {
 }
 
 #[test]
+fn traced_rows_report_the_ring_their_intermediates_need() {
+    // The same rows as above: at var 64 the sum of squares is exactly 2^37 (38 unsigned bits),
+    // at var 49 it is 49 * 2^31 < 2^37; every other intermediate is far smaller.
+    let c = 128;
+    let rsqrt = tables::rsqrt(c as i64).unwrap();
+    let row = |a: f64| -> Vec<i64> { (0..c).map(|i| q(if i % 2 == 0 { a } else { -a })).collect() };
+    let need = |a: f64, n: u32| {
+        layernorm_row_traced(&row(a), &vec![4096; c], &vec![0; c], &rsqrt, n, F)
+            .unwrap()
+            .1
+    };
+    assert_eq!(need(8.0, 50), 38);
+    assert_eq!(need(7.0, 50), 37);
+    // The demand is the exact value's, whatever the ring: it names the wrap it causes.
+    assert_eq!(need(8.0, 37), 38);
+    // RMSNorm: the same sum of squares (the mean is 0 here).
+    let rms = rmsnorm_row_traced(&row(8.0), &vec![4096; c], &rsqrt, 50, F)
+        .unwrap()
+        .1;
+    assert_eq!(rms, 38);
+    // Softmax of [1, 2, 3, 4]: the widest intermediate is e * inv (at most 4096 * 2^18 / 64).
+    let t = SoftmaxTables::sigma();
+    let (y, need) = softmax_row_traced(&[4096, 8192, 12288, 16384], &[false; 4], &t, N, F).unwrap();
+    assert_eq!(y, [131, 358, 973, 2647]);
+    assert!((20..=32).contains(&need), "{need}");
+}
+
+#[test]
 fn layernorm_checks_its_inputs() {
     let rsqrt = tables::rsqrt(4).unwrap();
     let err = layernorm_row(&[0; 4], &[0; 3], &[0; 4], &rsqrt, N, F).unwrap_err();

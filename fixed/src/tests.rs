@@ -205,3 +205,36 @@ proptest! {
         prop_assert_eq!(p.quantize(y, r).unwrap(), y);
     }
 }
+
+#[test]
+fn ring_bits_for_is_the_smallest_ring_that_holds_the_value() {
+    // 0.9 at f = 12 is q = 3687 < 2^11: n = 13 holds [-4096, 4095].
+    assert_eq!(ring_bits_for(0.9, 12), 13);
+    // 1.0 is q = 4096 = 2^12, one past n = 13's largest value.
+    assert_eq!(ring_bits_for(1.0, 12), 14);
+    // Zero (a node that only ever saw zeros) still needs the f bits and a sign.
+    assert_eq!(ring_bits_for(0.0, 12), 13);
+    // SIGMA's n = 37 at 2f = 24 holds products up to 4096 (exclusive).
+    assert_eq!(ring_bits_for(4095.9, 24), 37);
+    assert_eq!(ring_bits_for(4096.0, 24), 38);
+    assert_eq!(ring_bits_for(1e30, 12), 65);
+    assert_eq!(ring_bits_for(f64::INFINITY, 12), 65);
+}
+
+proptest! {
+    #[test]
+    fn ring_bits_for_agrees_with_the_encoder(x in 0.0f64..1.0e9, f in 0u32..=24) {
+        let n = ring_bits_for(x, f);
+        prop_assume!(n <= 64);
+        // x (and -x), encoded at n bits, survive: Wrap_n leaves them alone.
+        let p = fp(n, f);
+        let q = (x * p.scale()).ceil() as i128;
+        prop_assert_eq!(p.wrap(q) as i128, q);
+        prop_assert_eq!(p.wrap(-q) as i128, -q);
+        // One bit fewer does not hold it (unless n is already the smallest legal ring).
+        if n > f + 1 {
+            let smaller = fp(n - 1, f);
+            prop_assert!(smaller.wrap(q) as i128 != q || smaller.wrap(-q) as i128 != -q);
+        }
+    }
+}

@@ -15,7 +15,11 @@ use crate::engine::{embedding_rows, Engine, TokenBatch};
 use crate::{report, suf, sysinfo};
 
 #[derive(Debug, Parser)]
-#[command(name = "suf-bench", version, about = "Time the float and SUF graphs of one ONNX model in tract")]
+#[command(
+    name = "suf-bench",
+    version,
+    about = "Time the float and SUF graphs of one ONNX model in tract"
+)]
 pub struct BenchArgs {
     /// The ONNX model (original float graph)
     #[arg(long)]
@@ -125,7 +129,10 @@ fn run(args: &BenchArgs) -> Result<()> {
     }
     for level in &args.levels {
         if !suf::LEVELS.contains(&level.as_str()) {
-            bail!("unknown emulation level \"{level}\" (expected one of {})", suf::LEVELS.join(", "));
+            bail!(
+                "unknown emulation level \"{level}\" (expected one of {})",
+                suf::LEVELS.join(", ")
+            );
         }
     }
     let proto = suf::load_model(&args.model)?;
@@ -180,7 +187,9 @@ fn run(args: &BenchArgs) -> Result<()> {
             });
             eprintln!(
                 "{name:>16} batch {batch}: median {median:.1} ms{}",
-                over_float.map(|r| format!(", {r:.2}x float")).unwrap_or_default()
+                over_float
+                    .map(|r| format!(", {r:.2}x float"))
+                    .unwrap_or_default()
             );
             timings.push(Timing {
                 graph: name.to_string(),

@@ -64,6 +64,13 @@ struct RunArgs {
     /// Evaluate slice K of N (0-based) of every row, e.g. 0/4; combine with `suf-run merge`
     #[arg(long, value_parser = parse_shard)]
     shard: Option<ShardSpec>,
+    /// Also search, per level, the smallest n_bits whose accuracy stays within
+    /// --min-bits-tolerance of float (overflow statistics, then confirming evaluations)
+    #[arg(long)]
+    find_min_bits: bool,
+    /// Tolerance of --find-min-bits, in percentage points of accuracy
+    #[arg(long, default_value_t = crate::min_bits::DEFAULT_TOLERANCE_PP, requires = "find_min_bits")]
+    min_bits_tolerance: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,6 +211,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 },
                 predictions_out: a.predictions_out,
                 shard: a.shard,
+                find_min_bits: a.find_min_bits.then_some(a.min_bits_tolerance),
             };
             run::run(&opts).map(|_| ())
         }

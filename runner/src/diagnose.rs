@@ -42,6 +42,11 @@ pub struct NodeDiagnosis {
     /// log2(2^(n-1-2f) / max_abs_2f).
     pub headroom_2f_bits: Option<f64>,
     pub overflows_2f: usize,
+    /// SIGMA softmax/LayerNorm/RMSNorm: the ring size their intermediates need, and
+    /// n_bits minus that (negative: rows wrapped inside the op).
+    pub internal_bits: Option<u32>,
+    pub headroom_internal_bits: Option<i64>,
+    pub internal_overflows: usize,
     /// Against the float graph's value of the same tensor.
     pub max_abs_error: f64,
     pub cosine: f64,
@@ -85,7 +90,12 @@ pub fn diagnose(opts: &DiagnoseOptions) -> Result<Diagnosis> {
         .find(|r| r.id == opts.row)
         .with_context(|| {
             let ids: Vec<&str> = loaded.config.rows.iter().map(|r| r.id.as_str()).collect();
-            format!("no row \"{}\" in {} (rows: {})", opts.row, opts.config.display(), ids.join(", "))
+            format!(
+                "no row \"{}\" in {} (rows: {})",
+                opts.row,
+                opts.config.display(),
+                ids.join(", ")
+            )
         })?;
     let n_bits = opts.n_bits.unwrap_or(row.n_bits);
     let frac_bits = row.frac_bits(global);
@@ -101,8 +111,15 @@ pub fn diagnose(opts: &DiagnoseOptions) -> Result<Diagnosis> {
     let probes: Vec<String> = nodes.iter().map(|n| n.tensor.clone()).collect();
     let framework = suf::framework();
     let dir = model_path.parent();
-    let float = Engine::with_probes(&framework, &suf::normalized(&proto), dir, 1, global.seq_len, &probes)
-        .context("float graph")?;
+    let float = Engine::with_probes(
+        &framework,
+        &suf::normalized(&proto),
+        dir,
+        1,
+        global.seq_len,
+        &probes,
+    )
+    .context("float graph")?;
     let fixed = Engine::with_probes(&framework, &rewritten, dir, 1, global.seq_len, &probes)
         .with_context(|| format!("SUF graph ({})", opts.level))?;
 
@@ -135,6 +152,9 @@ pub fn diagnose(opts: &DiagnoseOptions) -> Result<Diagnosis> {
             overflows: s.overflows,
             max_abs_2f: s.max_abs_2f,
             overflows_2f: s.overflows_2f,
+            internal_bits: s.internal_bits,
+            headroom_internal_bits: s.internal_bits.map(|b| i64::from(n_bits) - i64::from(b)),
+            internal_overflows: s.internal_overflows,
             max_abs_error: e.max_abs,
             cosine: e.cosine(),
             elements: s.elements,
@@ -143,7 +163,7 @@ pub fn diagnose(opts: &DiagnoseOptions) -> Result<Diagnosis> {
     }
     let flagged = out
         .iter()
-        .filter(|n| n.overflows + n.overflows_2f > 0)
+        .filter(|n| n.overflows + n.overflows_2f + n.internal_overflows > 0)
         .map(|n| n.node.clone())
         .collect();
     let d = Diagnosis {
@@ -198,6 +218,9 @@ fn suf_nodes(model: &suf_compiler::ModelProto) -> Vec<NodeDiagnosis> {
             max_abs_2f: None,
             headroom_2f_bits: None,
             overflows_2f: 0,
+            internal_bits: None,
+            headroom_internal_bits: None,
+            internal_overflows: 0,
             max_abs_error: 0.0,
             cosine: 1.0,
             elements: 0,
@@ -252,7 +275,8 @@ impl ErrorAcc {
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
-    v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "-".into())
+    v.map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "-".into())
 }
 
 pub fn to_markdown(d: &Diagnosis) -> String {
@@ -261,7 +285,7 @@ pub fn to_markdown(d: &Diagnosis) -> String {
         d.row, d.emulation, d.n_bits, d.frac_bits, d.examples
     );
     out.push_str(&format!(
-        "model `{}` · commit `{}` · {}\n\nHeadroom is log2(2^(n-1-f) / max|x|) at scale f and log2(2^(n-1-2f) / max|y|) for products at 2f; negative means the ring wrapped. Error and cosine compare this node's output with the float graph's value of the same tensor.\n\n",
+        "model `{}` · commit `{}` · {}\n\nHeadroom is log2(2^(n-1-f) / max|x|) at scale f, log2(2^(n-1-2f) / max|y|) for products at 2f, and n minus the ring size the intermediates of a SIGMA softmax/LayerNorm need (sums, the sum of squares); negative means the ring wrapped (overflows @int counts rows). Error and cosine compare this node's output with the float graph's value of the same tensor.\n\n",
         d.model, d.git_commit, d.machine
     ));
     if d.flagged.is_empty() {
@@ -273,11 +297,11 @@ pub fn to_markdown(d: &Diagnosis) -> String {
             d.flagged.join(", ")
         ));
     }
-    out.push_str("| # | node | site | layer | max abs | headroom (bits) | overflows | max abs @2f | headroom @2f | overflows @2f | max abs err | cosine |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| # | node | site | layer | max abs | headroom (bits) | overflows | max abs @2f | headroom @2f | overflows @2f | bits @int | headroom @int | overflows @int | max abs err | cosine |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for n in &d.nodes {
         out.push_str(&format!(
-            "| {} | `{}` | {} | {} | {:.4} | {} | {} | {} | {} | {} | {:.3e} | {:.6} |\n",
+            "| {} | `{}` | {} | {} | {:.4} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3e} | {:.6} |\n",
             n.index,
             n.node,
             n.site,
@@ -288,6 +312,9 @@ pub fn to_markdown(d: &Diagnosis) -> String {
             fmt_opt(n.max_abs_2f, 4),
             fmt_opt(n.headroom_2f_bits, 1),
             n.overflows_2f,
+            n.internal_bits.map_or("-".to_string(), |b| b.to_string()),
+            n.headroom_internal_bits.map_or("-".to_string(), |b| b.to_string()),
+            n.internal_overflows,
             n.max_abs_error,
             n.cosine
         ));
@@ -311,10 +338,22 @@ pub fn to_svg(d: &Diagnosis) -> String {
     let (w, h, left, right, top, bottom) = (960.0, 420.0, 70.0, 20.0, 40.0, 60.0);
     let n = d.nodes.len().max(1) as f64;
     let floor = 1e-8f64;
-    let ys: Vec<f64> = d.nodes.iter().map(|x| x.max_abs_error.max(floor).log10()).collect();
+    let ys: Vec<f64> = d
+        .nodes
+        .iter()
+        .map(|x| x.max_abs_error.max(floor).log10())
+        .collect();
     let (lo, hi) = (
-        ys.iter().cloned().fold(f64::INFINITY, f64::min).floor().min(-4.0),
-        ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max).ceil().max(0.0),
+        ys.iter()
+            .cloned()
+            .fold(f64::INFINITY, f64::min)
+            .floor()
+            .min(-4.0),
+        ys.iter()
+            .cloned()
+            .fold(f64::NEG_INFINITY, f64::max)
+            .ceil()
+            .max(0.0),
     );
     let px = |i: f64| left + (w - left - right) * (i + 0.5) / n;
     let py = |v: f64| top + (h - top - bottom) * (hi - v) / (hi - lo).max(1e-9);
@@ -363,14 +402,17 @@ pub fn to_svg(d: &Diagnosis) -> String {
             node.site,
             node.max_abs_error
         ));
-        if node.overflows + node.overflows_2f > 0 {
+        if node.overflows + node.overflows_2f + node.internal_overflows > 0 {
             s.push_str(&format!(
                 "<circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"6\" fill=\"none\" stroke=\"red\" stroke-width=\"1.5\"/>\n"
             ));
         }
     }
     let mut lx = left;
-    for (k, c) in KIND_COLORS.iter().filter(|(k, _)| *k != "rmsnorm" && *k != "silu") {
+    for (k, c) in KIND_COLORS
+        .iter()
+        .filter(|(k, _)| *k != "rmsnorm" && *k != "silu")
+    {
         s.push_str(&format!(
             "<circle cx=\"{lx:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{c}\"/><text x=\"{:.1}\" y=\"{:.1}\">{k}</text>\n",
             h - 12.0,
@@ -389,7 +431,9 @@ pub fn to_svg(d: &Diagnosis) -> String {
 }
 
 fn xml(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -398,7 +442,10 @@ mod tests {
 
     #[test]
     fn layers_from_exporter_names() {
-        assert_eq!(layer_of("/bert/encoder/layer.3/attention/self/query/MatMul/suf_ring"), Some(3));
+        assert_eq!(
+            layer_of("/bert/encoder/layer.3/attention/self/query/MatMul/suf_ring"),
+            Some(3)
+        );
         assert_eq!(layer_of("/transformer/h.11/mlp/c_fc/Add"), Some(11));
         assert_eq!(layer_of("/model/layers.0/self_attn/q_proj/MatMul"), Some(0));
         assert_eq!(layer_of("/bert/embeddings/LayerNorm"), None);

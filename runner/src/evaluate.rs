@@ -95,6 +95,54 @@ pub fn evaluate(
     Ok(Evaluation { tally, predictions })
 }
 
+/// One SUF graph alone over every input: its counts and how many predictions equal
+/// `float_preds` (the float graph's, from an earlier pass over the same inputs).
+pub fn evaluate_one(
+    inputs: &Inputs,
+    engine: &Engine,
+    float_preds: &[i64],
+    pool: &rayon::ThreadPool,
+    progress: &ProgressBar,
+) -> Result<(Counts, u64)> {
+    let batch = engine.batch;
+    let n = inputs.len();
+    anyhow::ensure!(
+        float_preds.len() == n,
+        "{} float predictions for {n} inputs",
+        float_preds.len()
+    );
+    let starts: Vec<usize> = (0..n).step_by(batch).collect();
+    let per_batch: Vec<(Counts, u64)> = pool.install(|| {
+        starts
+            .par_iter()
+            .map(|&start| {
+                let end = (start + batch).min(n);
+                let tb = token_batch(inputs, start, end, batch, engine.seq_len);
+                let logits = engine
+                    .run(&tb)
+                    .with_context(|| format!("examples {start}..{end}"))?;
+                let mut counts = Counts::default();
+                let mut agree = 0;
+                for (row, i) in (start..end).enumerate() {
+                    let (label, out, _) =
+                        score(inputs, i, row, logits.as_slice(), &engine.output_shape)?;
+                    record(&mut counts, inputs, label, &out);
+                    agree += u64::from(out.pred == float_preds[i]);
+                }
+                progress.inc((end - start) as u64);
+                Ok((counts, agree))
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut counts = Counts::default();
+    let mut agree = 0;
+    for (c, a) in per_batch {
+        counts.merge(&c);
+        agree += a;
+    }
+    Ok((counts, agree))
+}
+
 pub fn merge_tally(into: &mut RowTally, t: &RowTally) {
     into.float.counts.merge(&t.float.counts);
     into.float.runtime += t.float.runtime;
@@ -242,7 +290,13 @@ fn finite(xs: &[f32], example: usize) -> Result<&[f32]> {
 }
 
 /// The token batch holding examples `start..end` (padded to `batch` rows).
-pub fn token_batch(inputs: &Inputs, start: usize, end: usize, batch: usize, seq_len: usize) -> TokenBatch {
+pub fn token_batch(
+    inputs: &Inputs,
+    start: usize,
+    end: usize,
+    batch: usize,
+    seq_len: usize,
+) -> TokenBatch {
     match inputs {
         Inputs::Classify(v) => classify_batch(&v[start..end], batch, seq_len),
         Inputs::Lm(v) => lm_batch(&v[start..end], batch, seq_len),

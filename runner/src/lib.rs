@@ -10,6 +10,7 @@ pub mod evaluate;
 pub mod hash;
 pub mod merge;
 pub mod metrics;
+pub mod min_bits;
 pub mod report;
 pub mod run;
 pub mod suf;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Row, Task};
 use crate::evaluate::RowTally;
 use crate::metrics::{Counts, DiffAcc, DiffStats};
+use crate::min_bits::MinBits;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -141,6 +142,9 @@ pub struct RowReport {
     pub resume_key: String,
     pub counts: Option<RowCounts>,
     pub wall_s: f64,
+    /// `--find-min-bits`: per level, the smallest ring within the tolerance.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub min_bits: BTreeMap<String, MinBits>,
 }
 
 fn pct(x: f64) -> f64 {
@@ -185,6 +189,7 @@ impl RowReport {
             resume_key,
             counts: None,
             wall_s: 0.0,
+            min_bits: BTreeMap::new(),
         }
     }
 
@@ -461,6 +466,83 @@ pub fn to_markdown(report: &Report) -> String {
                 s.runtime_s
             ));
         }
+    }
+    out.push_str(&levels_table(report));
+    out
+}
+
+/// Float next to every level, and each level's smallest ring (`--find-min-bits`) next to the
+/// bitwidth SIGMA chose for the row.
+fn levels_table(report: &Report) -> String {
+    let rows: Vec<&RowReport> = report
+        .rows
+        .iter()
+        .filter(|r| !r.skipped && r.float.is_some() && !r.suf.is_empty())
+        .collect();
+    let levels: Vec<&str> = crate::suf::LEVELS
+        .iter()
+        .copied()
+        .filter(|l| rows.iter().any(|r| r.suf.contains_key(*l)))
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let searched = rows.iter().any(|r| !r.min_bits.is_empty());
+    let mut out = String::from("\n## Emulation levels");
+    if searched {
+        out.push_str(" and the smallest ring");
+    }
+    out.push_str("\n\n");
+    if searched {
+        let tol = rows
+            .iter()
+            .flat_map(|r| r.min_bits.values())
+            .map(|m| m.tolerance_pp)
+            .next()
+            .unwrap_or(0.0);
+        out.push_str(&format!(
+            "min n: the smallest ring size whose accuracy stays within {tol} pp of float (f fixed), \
+             found from the overflow statistics and confirmed by evaluation; (p) is the no-wrap prediction.\n\n"
+        ));
+    }
+    out.push_str("| Row | Examples | Float Acc |");
+    for l in &levels {
+        out.push_str(&format!(" {l} Acc |"));
+    }
+    if searched {
+        for l in &levels {
+            out.push_str(&format!(" min n {l} |"));
+        }
+    }
+    out.push_str(" Bitwidth (SIGMA) |\n|---|---|---|");
+    let cols = levels.len() * if searched { 2 } else { 1 } + 1;
+    out.push_str(&"---|".repeat(cols));
+    out.push('\n');
+    for r in rows {
+        let f = r.float.as_ref().expect("filtered above");
+        out.push_str(&format!(
+            "| {} | {} | {} |",
+            r.id,
+            r.examples,
+            fmt_pct(f.acc)
+        ));
+        for l in &levels {
+            let cell = r.suf.get(*l).map_or("-".to_string(), |s| fmt_pct(s.acc));
+            out.push_str(&format!(" {cell} |"));
+        }
+        if searched {
+            for l in &levels {
+                let cell = match r.min_bits.get(*l) {
+                    None => "-".to_string(),
+                    Some(m) => match m.min_bits {
+                        Some(n) => format!("{n} (p {})", m.predicted),
+                        None => "none".to_string(),
+                    },
+                };
+                out.push_str(&format!(" {cell} |"));
+            }
+        }
+        out.push_str(&format!(" {} |\n", r.sigma_ref.bitwidth));
     }
     out
 }

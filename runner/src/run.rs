@@ -1,7 +1,7 @@
 //! A whole run: rows in config order, each evaluated (or skipped, or reused from a previous
 //! run of the same output file), with the report rewritten atomically after every row.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -13,6 +13,7 @@ use crate::data;
 use crate::engine::Engine;
 use crate::evaluate::{self, Prediction};
 use crate::hash;
+use crate::min_bits::{self, MinBits};
 use crate::report::{self, Meta, Report, RowReport, ShardSpec};
 use crate::suf;
 use crate::sysinfo;
@@ -35,6 +36,8 @@ pub struct RunOptions {
     pub emulation: Vec<String>,
     pub predictions_out: Option<PathBuf>,
     pub shard: Option<ShardSpec>,
+    /// `--find-min-bits`: search each level's smallest ring within this tolerance (pp).
+    pub find_min_bits: Option<f64>,
 }
 
 /// SIGMA-match tolerance of `--strict-sigma-match`, in percentage points (FuseFSS uses 1.0).
@@ -56,6 +59,19 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
                 "unknown emulation level \"{level}\" (expected one of {})",
                 suf::LEVELS.join(", ")
             );
+        }
+    }
+    if let Some(tol) = opts.find_min_bits {
+        if opts.shard.is_some() {
+            bail!(
+                "--find-min-bits cannot be combined with --shard: the search evaluates whole rows"
+            );
+        }
+        if opts.emulation.is_empty() {
+            bail!("--find-min-bits needs at least one emulation level (--emulation output,ring,sigma)");
+        }
+        if !(tol.is_finite() && tol >= 0.0) {
+            bail!("--min-bits-tolerance must be a non-negative number of percentage points (got {tol})");
         }
     }
     let selected = select_rows(&loaded.config.rows, opts.rows.as_deref())?;
@@ -263,6 +279,7 @@ impl RowContext<'_> {
             "batch_size": self.batch_size,
             "seed": self.seed,
             "emulation": self.opts.emulation,
+            "find_min_bits": self.opts.find_min_bits,
         });
         Ok(hash::sha256_hex(key.to_string().as_bytes()))
     }
@@ -307,12 +324,13 @@ impl RowContext<'_> {
         let tokenizer = tokenize::load_tokenizer(&self.loaded.resolve(&row.tokenizer))?;
         let inputs = tokenize::encode(row.family, &tokenizer, chosen, seq_len)?;
         out.model_sha256 = Some(hash::sha256_file(&model_path)?);
-        let (tally, predictions) = if inputs.is_empty() {
-            (empty_tally(&self.opts.emulation), vec![])
+        let (tally, predictions, min_bits) = if inputs.is_empty() {
+            (empty_tally(&self.opts.emulation), vec![], BTreeMap::new())
         } else {
             self.run_graphs(row, &model_path, &inputs, &indices)?
         };
         out.fill_from_counts(report::counts_from_tally(&tally))?;
+        out.min_bits = min_bits;
         out.wall_s = started.elapsed().as_secs_f64();
         log_row(&out);
         Ok((out, predictions))
@@ -324,7 +342,11 @@ impl RowContext<'_> {
         model_path: &Path,
         inputs: &Inputs,
         indices: &[usize],
-    ) -> Result<(evaluate::RowTally, Vec<Prediction>)> {
+    ) -> Result<(
+        evaluate::RowTally,
+        Vec<Prediction>,
+        BTreeMap<String, MinBits>,
+    )> {
         let global = &self.loaded.config.global;
         let framework = suf::framework();
         let proto = suf::load_model(model_path)?;
@@ -340,8 +362,14 @@ impl RowContext<'_> {
         // Always the configured batch (short batches are padded): a shard then computes each
         // example with exactly the kernels a single run uses, so merged numbers match bit for bit.
         let batch = self.batch_size;
-        let float = Engine::new(&framework, &suf::normalized(&proto), dir, batch, global.seq_len)
-            .context("float graph")?;
+        let float = Engine::new(
+            &framework,
+            &suf::normalized(&proto),
+            dir,
+            batch,
+            global.seq_len,
+        )
+        .context("float graph")?;
         let mut suf_engines = Vec::new();
         for level in &self.opts.emulation {
             let rewritten = suf::compile(&proto, row.n_bits, row.frac_bits(global), level)?;
@@ -349,7 +377,6 @@ impl RowContext<'_> {
                 .with_context(|| format!("SUF graph ({level})"))?;
             suf_engines.push((level.clone(), engine));
         }
-        drop(proto);
         let progress = ProgressBar::new(inputs.len() as u64);
         progress.set_style(
             ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
@@ -360,7 +387,40 @@ impl RowContext<'_> {
         let evaluation =
             evaluate::evaluate(inputs, indices, &float, &suf_engines, self.pool, &progress)?;
         progress.finish_and_clear();
-        Ok((evaluation.tally, evaluation.predictions))
+        drop(suf_engines);
+        let mut min_bits = BTreeMap::new();
+        if let Some(tolerance_pp) = self.opts.find_min_bits {
+            drop(float);
+            let float_preds: Vec<i64> = evaluation.predictions.iter().map(|p| p.float).collect();
+            let search = min_bits::Search {
+                row_id: &row.id,
+                proto: &proto,
+                model_dir: dir,
+                framework: &framework,
+                inputs,
+                batch,
+                seq_len: global.seq_len,
+                frac_bits: row.frac_bits(global),
+                float_counts: evaluation.tally.float.counts,
+                float_preds: &float_preds,
+                pool: self.pool,
+                tolerance_pp,
+            };
+            for level in &self.opts.emulation {
+                let found = search
+                    .run(level)
+                    .with_context(|| format!("--find-min-bits, level {level}"))?;
+                eprintln!(
+                    "row {}: min-bits {level}: {} (no-wrap prediction {}, row's n_bits {})",
+                    row.id,
+                    found.min_bits.map_or("none".to_string(), |n| n.to_string()),
+                    found.predicted,
+                    row.n_bits
+                );
+                min_bits.insert(level.clone(), found);
+            }
+        }
+        Ok((evaluation.tally, evaluation.predictions, min_bits))
     }
 }
 

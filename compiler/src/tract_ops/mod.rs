@@ -11,7 +11,9 @@ pub use quantize::{SufQuantize, SufQuantizeBias};
 pub use ring_matmul::SufRingMatMul;
 pub use sigma::{SufSigmaActivation, SufSigmaRow};
 
-use crate::{SUF_QUANTIZE, SUF_QUANTIZE_BIAS, SUF_RING_MATMUL, SUF_SIGMA_ACTIVATION, SUF_SIGMA_ROW};
+use crate::{
+    SUF_QUANTIZE, SUF_QUANTIZE_BIAS, SUF_RING_MATMUL, SUF_SIGMA_ACTIVATION, SUF_SIGMA_ROW,
+};
 use suf_fixed::{FixedPoint, Rounding};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
@@ -21,9 +23,11 @@ use tract_onnx::tract_hir::internal::*;
 pub fn onnx() -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
     onnx.op_register.insert(SUF_QUANTIZE, quantize::parse);
-    onnx.op_register.insert(SUF_QUANTIZE_BIAS, quantize::parse_bias);
+    onnx.op_register
+        .insert(SUF_QUANTIZE_BIAS, quantize::parse_bias);
     onnx.op_register.insert(SUF_RING_MATMUL, ring_matmul::parse);
-    onnx.op_register.insert(SUF_SIGMA_ACTIVATION, sigma::parse_activation);
+    onnx.op_register
+        .insert(SUF_SIGMA_ACTIVATION, sigma::parse_activation);
     onnx.op_register.insert(SUF_SIGMA_ROW, sigma::parse_row);
     onnx
 }

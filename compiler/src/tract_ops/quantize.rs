@@ -117,17 +117,37 @@ impl EvalOp for SufQuantizeBias {
         let bias = bias.cast_to::<f32>()?;
         let bias = bias.try_as_plain_ram()?;
         let bias = bias.as_slice::<f32>()?;
-        let mut t = inputs.pop().context("SufQuantizeBias takes x and bias")?.into_tensor();
-        ensure!(t.datum_type() == DatumType::F32, "SUF node {}: expects f32", q.node);
+        let mut t = inputs
+            .pop()
+            .context("SufQuantizeBias takes x and bias")?
+            .into_tensor();
+        ensure!(
+            t.datum_type() == DatumType::F32,
+            "SUF node {}: expects f32",
+            q.node
+        );
         let c = *t.shape().last().unwrap_or(&1);
-        ensure!(bias.len() == c, "SUF node {}: bias of {} for rows of {c}", q.node, bias.len());
+        ensure!(
+            bias.len() == c,
+            "SUF node {}: bias of {} for rows of {c}",
+            q.node,
+            bias.len()
+        );
         {
             let mut plain = t.try_as_plain_ram_mut()?;
             let xs = plain.as_slice_mut::<f32>()?;
-            let fail = |e| anyhow!("SUF node {}: {e} (the fixed-point input must be finite)", q.node);
+            let fail = |e| {
+                anyhow!(
+                    "SUF node {}: {e} (the fixed-point input must be finite)",
+                    q.node
+                )
+            };
             for (r, row) in xs.chunks_mut(c).enumerate() {
                 let at = |suf_fixed::NonFiniteAt(i)| suf_fixed::NonFiniteAt(r * c + i);
-                q.fixed.quantize_slice_f32(row, q.rounding).map_err(at).map_err(fail)?;
+                q.fixed
+                    .quantize_slice_f32(row, q.rounding)
+                    .map_err(at)
+                    .map_err(fail)?;
                 row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
                 if stats::enabled() {
                     let (max_abs, overflows) = stats::scan_f32(row, q.fixed.real_bound());
@@ -137,7 +157,10 @@ impl EvalOp for SufQuantizeBias {
                         s.elements += row.len();
                     });
                 }
-                q.fixed.quantize_slice_f32(row, q.rounding).map_err(at).map_err(fail)?;
+                q.fixed
+                    .quantize_slice_f32(row, q.rounding)
+                    .map_err(at)
+                    .map_err(fail)?;
             }
         }
         Ok(tvec!(t.into_tvalue()))

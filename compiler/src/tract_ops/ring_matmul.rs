@@ -3,8 +3,8 @@
 //! at 2f, the sum wraps to n bits and is truncated by `shift` bits (suf_fixed::matmul).
 
 use super::{opt_int_attr, SufAttrs};
-use std::sync::Arc;
 use crate::{stats, SUF_RING_MATMUL};
+use std::sync::Arc;
 use suf_fixed::matmul::{ProductStats, RingMatMul, Strided};
 use suf_fixed::{pow2, FixedPoint, Rounding};
 use tract_onnx::model::ParsingContext;
@@ -33,8 +33,23 @@ pub struct SufRingMatMul {
 
 impl PartialEq for SufRingMatMul {
     fn eq(&self, o: &Self) -> bool {
-        (&self.node, self.fixed, self.encoding, self.truncation, self.shift, self.trans_b, self.post_multiplier)
-            == (&o.node, o.fixed, o.encoding, o.truncation, o.shift, o.trans_b, o.post_multiplier)
+        (
+            &self.node,
+            self.fixed,
+            self.encoding,
+            self.truncation,
+            self.shift,
+            self.trans_b,
+            self.post_multiplier,
+        ) == (
+            &o.node,
+            o.fixed,
+            o.encoding,
+            o.truncation,
+            o.shift,
+            o.trans_b,
+            o.post_multiplier,
+        )
     }
 }
 
@@ -114,8 +129,13 @@ impl EvalOp for SufRingMatMul {
             "SUF node {}: ring MatMul needs operands of rank >= 2, got {a_shape:?} x {b_shape:?}",
             self.node
         );
-        let (a_full, b_full, _, c_shape) =
-            compute_shapes(a_shape.clone().into(), b_shape.clone().into(), false, self.trans_b, false)?;
+        let (a_full, b_full, _, c_shape) = compute_shapes(
+            a_shape.clone().into(),
+            b_shape.clone().into(),
+            false,
+            self.trans_b,
+            false,
+        )?;
         let a = self.encode(&inputs[0], "operand A")?;
         let b = match &self.b_encoded {
             Some(b) => b.clone(),
@@ -197,7 +217,9 @@ impl EvalOp for SufRingMatMul {
             let f = self.fixed.frac_bits();
             for v in out.iter_mut() {
                 let scaled = self.fixed.wrap(*v as i128 * c as i128);
-                *v = self.fixed.wrap(suf_fixed::matmul::truncate(scaled, f, self.truncation) as i128);
+                *v = self
+                    .fixed
+                    .wrap(suf_fixed::matmul::truncate(scaled, f, self.truncation) as i128);
             }
         }
         if stats::enabled() {

@@ -12,7 +12,9 @@ use crate::{approx, stats, SUF_SIGMA_ACTIVATION, SUF_SIGMA_ROW};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use suf_fixed::descriptor::Descriptor;
-use suf_fixed::sigma::{layernorm_row, rmsnorm_row, softmax_row, SoftmaxTables};
+use suf_fixed::sigma::{
+    layernorm_row_traced, rmsnorm_row_traced, softmax_row_traced, SoftmaxTables,
+};
 use suf_fixed::{pow2, FixedPoint, Rounding};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
@@ -74,7 +76,11 @@ impl ElementWiseMiniOp for SufSigmaActivation {
     }
 
     fn eval_in_place(&self, t: &mut Tensor, _out_dt: Option<DatumType>) -> TractResult<()> {
-        ensure!(t.datum_type() == DatumType::F32, "SUF node {}: expects f32", self.node);
+        ensure!(
+            t.datum_type() == DatumType::F32,
+            "SUF node {}: expects f32",
+            self.node
+        );
         let mut plain = t.try_as_plain_ram_mut()?;
         let xs = plain.as_slice_mut::<f32>()?;
         record_input(&self.node, self.fixed, xs);
@@ -184,18 +190,22 @@ impl EvalOp for SufSigmaRow {
         let mut out = vec![0f32; xs.len()];
         let inv = pow2(-(f as i32));
         let err = |e: suf_fixed::sigma::SigmaError| anyhow!("SUF node {}: {e}", self.node);
+        let mut internal = Internal::default();
         match &self.kind {
             RowKind::Softmax(tables) => {
                 // A mask fill (finfo.min, -inf) reaches the softmax in float, outside the ring:
                 // those entries take no part, as causal entries take none in SIGMA.
                 let bound = -self.fixed.real_bound();
-                let finite: Vec<f32> =
-                    xs.iter().map(|&v| if v < bound as f32 { 0.0 } else { v }).collect();
+                let finite: Vec<f32> = xs
+                    .iter()
+                    .map(|&v| if v < bound as f32 { 0.0 } else { v })
+                    .collect();
                 record_input(&self.node, self.fixed, &finite);
                 let q = encode(self.fixed, self.rounding, &finite, &self.node)?;
                 for ((row, qrow), orow) in xs.chunks(c).zip(q.chunks(c)).zip(out.chunks_mut(c)) {
                     let masked: Vec<bool> = row.iter().map(|&v| (v as f64) < bound).collect();
-                    let y = softmax_row(qrow, &masked, tables, n, f).map_err(err)?;
+                    let (y, need) = softmax_row_traced(qrow, &masked, tables, n, f).map_err(err)?;
+                    internal.note(need, n);
                     for (o, y) in orow.iter_mut().zip(y) {
                         *o = (y as f64 * inv) as f32;
                     }
@@ -205,24 +215,52 @@ impl EvalOp for SufSigmaRow {
                 record_input(&self.node, self.fixed, xs);
                 let q = encode(self.fixed, self.rounding, xs, &self.node)?;
                 let gamma = self.param(&inputs[1], f, "gamma")?;
-                ensure!(gamma.len() == c, "SUF node {}: gamma has {} values for rows of {c}", self.node, gamma.len());
+                ensure!(
+                    gamma.len() == c,
+                    "SUF node {}: gamma has {} values for rows of {c}",
+                    self.node,
+                    gamma.len()
+                );
                 let beta = match (&self.kind, inputs.get(2)) {
                     (RowKind::LayerNorm(_), Some(b)) => self.param(b, 2 * f, "beta")?,
                     _ => vec![0; c],
                 };
                 for (qrow, orow) in q.chunks(c).zip(out.chunks_mut(c)) {
-                    let y = match &self.kind {
-                        RowKind::LayerNorm(_) => layernorm_row(qrow, &gamma, &beta, rsqrt, n, f),
-                        _ => rmsnorm_row(qrow, &gamma, rsqrt, n, f),
+                    let (y, need) = match &self.kind {
+                        RowKind::LayerNorm(_) => {
+                            layernorm_row_traced(qrow, &gamma, &beta, rsqrt, n, f)
+                        }
+                        _ => rmsnorm_row_traced(qrow, &gamma, rsqrt, n, f),
                     }
                     .map_err(err)?;
+                    internal.note(need, n);
                     for (o, y) in orow.iter_mut().zip(y) {
                         *o = (y as f64 * inv) as f32;
                     }
                 }
             }
         }
+        if stats::enabled() {
+            stats::record(&self.node, |s| {
+                s.internal_bits = s.internal_bits.max(Some(internal.need));
+                s.internal_overflows += internal.overflows;
+            });
+        }
         Ok(tvec!(tensor1(&out).into_shape(&shape)?.into_tvalue()))
+    }
+}
+
+/// The widest intermediate over a tensor's rows, and the rows that wrapped.
+#[derive(Default)]
+struct Internal {
+    need: u32,
+    overflows: usize,
+}
+
+impl Internal {
+    fn note(&mut self, need: u32, n_bits: u32) {
+        self.need = self.need.max(need);
+        self.overflows += usize::from(need > n_bits);
     }
 }
 

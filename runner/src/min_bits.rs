@@ -1,0 +1,300 @@
+//! `suf-run --find-min-bits`: for each emulation level, the smallest ring size n whose SUF
+//! accuracy stays within a tolerance of the float graph's (f stays the row's frac_bits).
+//!
+//! 1. One pass at n = 64 with the SUF nodes' statistics on records every node's largest value
+//!    at scale f (and at 2f for ring products). The smallest ring that holds them all is the
+//!    prediction: below it, some node wraps on these very inputs. That pass is also the
+//!    n = 64 trial.
+//! 2. The prediction is evaluated. If it holds, n steps down one bit at a time until the
+//!    accuracy leaves the tolerance (a wrap of a few elements need not flip a prediction).
+//!    If it does not hold (a wrap the statistics cannot see, such as a sum inside SIGMA's
+//!    LayerNorm), bisection between the prediction and 64 finds the smallest n that holds.
+//!
+//! Where nothing wraps, a level's outputs do not depend on n at all: a level that misses the
+//! tolerance at n = 64 misses it at every n, because its f-bit rounding alone moves accuracy.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use suf_compiler::stats::{self, NodeStats};
+use suf_fixed::ring_bits_for;
+use tract_onnx::pb::ModelProto;
+
+use crate::engine::Engine;
+use crate::evaluate;
+use crate::metrics::Counts;
+use crate::suf;
+use crate::tokenize::Inputs;
+
+/// Default tolerance of the search, in percentage points of accuracy.
+pub const DEFAULT_TOLERANCE_PP: f64 = 0.1;
+/// The largest ring the emulation supports, where the search starts.
+pub const MAX_RING_BITS: u32 = 64;
+
+/// One evaluation of a level at one ring size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    pub n_bits: u32,
+    pub acc: f64,
+    /// SUF accuracy minus float accuracy, in percentage points.
+    pub delta_pp: f64,
+    /// Share of examples whose SUF prediction equals the float prediction.
+    pub agreement: f64,
+    /// |delta_pp| <= the tolerance.
+    pub within: bool,
+}
+
+/// The search's outcome for one level of one row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MinBits {
+    pub frac_bits: u32,
+    pub tolerance_pp: f64,
+    /// The smallest n at which no SUF node's recorded values wrap (from the n = 64 pass).
+    pub predicted: u32,
+    /// The node whose range sets `predicted`, and where it binds: "f" (its output), "2f" (a
+    /// ring product before truncation) or "internal" (inside a SIGMA softmax/LayerNorm).
+    pub binding_node: Option<String>,
+    pub binding_scale: Option<String>,
+    /// The smallest n found within the tolerance (every evaluated n from it up to the
+    /// prediction is within too); None when even n = 64 is not.
+    pub min_bits: Option<u32>,
+    /// Every evaluation, in the order made.
+    pub trials: Vec<Trial>,
+    pub note: String,
+}
+
+/// What a search needs of the row, shared by its levels.
+pub struct Search<'a> {
+    pub row_id: &'a str,
+    pub proto: &'a ModelProto,
+    pub model_dir: Option<&'a Path>,
+    pub framework: &'a tract_onnx::Onnx,
+    pub inputs: &'a Inputs,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub frac_bits: u32,
+    pub float_counts: Counts,
+    pub float_preds: &'a [i64],
+    pub pool: &'a rayon::ThreadPool,
+    pub tolerance_pp: f64,
+}
+
+impl Search<'_> {
+    pub fn run(&self, level: &str) -> Result<MinBits> {
+        let f = self.frac_bits;
+        let (top, recorded) = self.trial(level, MAX_RING_BITS, true)?;
+        let (predicted, binding) = predicted_bits(&recorded, f);
+        let mut out = MinBits {
+            frac_bits: f,
+            tolerance_pp: self.tolerance_pp,
+            predicted,
+            binding_node: binding.as_ref().map(|(n, _)| n.clone()),
+            binding_scale: binding.map(|(_, s)| s.to_string()),
+            min_bits: None,
+            trials: vec![top.clone()],
+            note: String::new(),
+        };
+        if !top.within {
+            out.note = format!(
+                "not within {} pp even at n = {MAX_RING_BITS} ({:+.2} pp): without wraps the result does not depend on n, so the f = {f} rounding of this level alone moves accuracy",
+                self.tolerance_pp, top.delta_pp
+            );
+            return Ok(out);
+        }
+        if predicted > MAX_RING_BITS {
+            out.min_bits = Some(MAX_RING_BITS);
+            out.note = format!(
+                "values exceed a {MAX_RING_BITS}-bit ring at {}, yet n = {MAX_RING_BITS} stays within the tolerance",
+                out.binding_node.as_deref().unwrap_or("?")
+            );
+            return Ok(out);
+        }
+        let at = |n: u32, out: &mut MinBits| -> Result<bool> {
+            let (t, _) = self.trial(level, n, false)?;
+            let within = t.within;
+            out.trials.push(t);
+            Ok(within)
+        };
+        let holds = predicted == MAX_RING_BITS || at(predicted, &mut out)?;
+        if holds {
+            let mut n = predicted;
+            let mut floor = None;
+            while n > f + 1 {
+                match at(n - 1, &mut out) {
+                    Ok(true) => n -= 1,
+                    Ok(false) => break,
+                    // The level's own parameters bound n from below (e.g. a truncation shift
+                    // that must stay below n): that n is not a ring this level can run in.
+                    Err(e) if n - 1 < predicted => {
+                        floor = Some(format!("n = {} cannot be built ({e:#})", n - 1));
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            out.min_bits = Some(n);
+            out.note = match (n < predicted, floor) {
+                (_, Some(why)) => format!("every evaluated n down to {n} is within the tolerance; {why}"),
+                (true, None) => format!(
+                    "{} bits below the no-wrap prediction: the wraps there do not move accuracy past the tolerance",
+                    predicted - n
+                ),
+                (false, None) => "the no-wrap prediction; one bit less leaves the tolerance".into(),
+            };
+        } else {
+            // predicted fails, 64 holds: bisect (lo fails, hi holds).
+            let (mut lo, mut hi) = (predicted, MAX_RING_BITS);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if at(mid, &mut out)? {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            out.min_bits = Some(hi);
+            out.note = format!(
+                "the no-wrap prediction {predicted} is not within the tolerance: a value the node statistics do not see wraps (found by bisection up to {MAX_RING_BITS})"
+            );
+        }
+        Ok(out)
+    }
+
+    /// Evaluates `level` at ring size `n_bits` over every input; with `record`, also returns
+    /// the SUF nodes' statistics of that pass.
+    fn trial(
+        &self,
+        level: &str,
+        n_bits: u32,
+        record: bool,
+    ) -> Result<(Trial, BTreeMap<String, NodeStats>)> {
+        let rewritten = suf::compile(self.proto, n_bits, self.frac_bits, level)
+            .with_context(|| format!("compiling {level} at n_bits = {n_bits}"))?;
+        let engine = Engine::new(
+            self.framework,
+            &rewritten,
+            self.model_dir,
+            self.batch,
+            self.seq_len,
+        )
+        .with_context(|| format!("SUF graph ({level}, n_bits = {n_bits})"))?;
+        let progress = ProgressBar::new(self.inputs.len() as u64);
+        progress.set_style(
+            ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        progress.set_prefix(format!("{} {level} n={n_bits}", self.row_id));
+        if record {
+            stats::set_enabled(true);
+        }
+        let result =
+            evaluate::evaluate_one(self.inputs, &engine, self.float_preds, self.pool, &progress);
+        let recorded = if record {
+            stats::set_enabled(false);
+            stats::take()
+        } else {
+            BTreeMap::new()
+        };
+        progress.finish_and_clear();
+        let (counts, agree) = result?;
+        let delta_pp = (counts.accuracy() - self.float_counts.accuracy()) * 100.0;
+        let trial = Trial {
+            n_bits,
+            acc: counts.accuracy(),
+            delta_pp,
+            agreement: if counts.n == 0 {
+                0.0
+            } else {
+                agree as f64 / counts.n as f64
+            },
+            within: delta_pp.abs() <= self.tolerance_pp + 1e-9,
+        };
+        eprintln!(
+            "row {}: min-bits {level} n={n_bits}: acc {:.2}% ({:+.2} pp vs float, agreement {:.2}%){}",
+            self.row_id,
+            trial.acc * 100.0,
+            trial.delta_pp,
+            trial.agreement * 100.0,
+            if trial.within { "" } else { " outside tolerance" }
+        );
+        Ok((trial, recorded))
+    }
+}
+
+/// The smallest ring holding every recorded value, and the node (and scale) that sets it.
+pub fn predicted_bits(
+    recorded: &BTreeMap<String, NodeStats>,
+    f: u32,
+) -> (u32, Option<(String, &'static str)>) {
+    let mut best = (f + 1, None);
+    for (node, s) in recorded {
+        let at_f = ring_bits_for(s.max_abs, f);
+        if at_f > best.0 {
+            best = (at_f, Some((node.clone(), "f")));
+        }
+        if let Some(m) = s.max_abs_2f {
+            let at_2f = ring_bits_for(m, 2 * f);
+            if at_2f > best.0 {
+                best = (at_2f, Some((node.clone(), "2f")));
+            }
+        }
+        if let Some(bits) = s.internal_bits.filter(|&b| b > best.0) {
+            best = (bits, Some((node.clone(), "internal")));
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(max_abs: f64, max_abs_2f: Option<f64>) -> NodeStats {
+        NodeStats {
+            max_abs,
+            max_abs_2f,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_widest_node_sets_the_prediction() {
+        let recorded: BTreeMap<String, NodeStats> = [
+            ("a".to_string(), node(3.0, None)),
+            // 2f product of 100: needs 7 + 1 + 24 = 32 bits; its f output 10 needs 17.
+            ("b".to_string(), node(10.0, Some(100.0))),
+            ("c".to_string(), node(1000.0, None)),
+        ]
+        .into();
+        assert_eq!(
+            predicted_bits(&recorded, 12),
+            (32, Some(("b".to_string(), "2f")))
+        );
+        let only_f: BTreeMap<String, NodeStats> = [("c".to_string(), node(1000.0, None))].into();
+        // 1000 at f = 12 is q = 4096000 < 2^22: 23 bits.
+        assert_eq!(
+            predicted_bits(&only_f, 12),
+            (23, Some(("c".to_string(), "f")))
+        );
+        assert_eq!(predicted_bits(&BTreeMap::new(), 12), (13, None));
+        // A SIGMA LayerNorm whose sum of squares needs 40 bits binds "internal".
+        let ln = NodeStats {
+            max_abs: 200.0,
+            internal_bits: Some(40),
+            ..Default::default()
+        };
+        let with_ln: BTreeMap<String, NodeStats> = [
+            ("c".to_string(), node(1000.0, None)),
+            ("ln".to_string(), ln),
+        ]
+        .into();
+        assert_eq!(
+            predicted_bits(&with_ln, 12),
+            (40, Some(("ln".to_string(), "internal")))
+        );
+    }
+}
