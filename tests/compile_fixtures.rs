@@ -123,9 +123,16 @@ fn suf_counts_match_the_architecture() {
         // Every SUF node sits right after the node producing its input.
         let graph = model.graph.unwrap();
         let suf: Vec<usize> = (0..graph.node.len())
-            .filter(|&i| graph.node[i].op_type == suf_compiler::SUF_QUANTIZE)
+            .filter(|&i| {
+                let op = &graph.node[i].op_type;
+                op == suf_compiler::SUF_QUANTIZE || op == suf_compiler::SUF_QUANTIZE_BIAS
+            })
             .collect();
-        assert_eq!(suf.len(), summary.total_inserted());
+        // A linear layer's product and bias encodings are fused into one SufQuantizeBias node.
+        assert_eq!(
+            suf.len() + summary.fused_bias_nodes,
+            summary.total_inserted()
+        );
         for i in suf {
             assert!(
                 graph.node[i - 1].output.contains(&graph.node[i].input[0]),
@@ -170,7 +177,7 @@ fn run(model: &ModelProto, r: &Ref, suf_outputs: bool) -> Vec<Arc<Tensor>> {
         let outs: Vec<OutletId> = m
             .nodes()
             .iter()
-            .filter(|n| n.op.name() == "SufQuantize")
+            .filter(|n| matches!(n.op.name().as_ref(), "SufQuantize" | "SufQuantizeBias"))
             .map(|n| OutletId::new(n.id, 0))
             .collect();
         m.select_output_outlets(&outs).unwrap();
@@ -241,7 +248,10 @@ fn tract_runs_rewritten_models_on_the_grid_within_the_f12_error() {
         );
         // Every SUF node's output lies on the 2^-12 grid (and in the 37-bit ring).
         let outs = run(&suf, &r, true);
-        assert_eq!(outs.len(), summary.total_inserted());
+        assert_eq!(
+            outs.len(),
+            summary.total_inserted() - summary.fused_bias_nodes
+        );
         let fp = FixedPoint::new(37, 12).unwrap();
         for t in &outs {
             for v in floats(t) {

@@ -95,6 +95,13 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
             opts.emulation
         );
     }
+    if opts.lower && opts.fixed.n_bits() > lower::MAX_LOWERED_N_BITS {
+        bail!(
+            "--lower computes the ring in float64, exact only for n_bits <= {} (got {})",
+            lower::MAX_LOWERED_N_BITS,
+            opts.fixed.n_bits()
+        );
+    }
     let mut model = model.clone();
     let graph = model
         .graph

@@ -198,6 +198,8 @@ impl FixedPoint {
         Ok(())
     }
 
+    // `!(a < b)` on purpose: NaN must count as out of range, in a form that vectorises.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     fn quantize_block(self, xs: &mut [f32], rounding: Rounding) -> Result<(), NonFiniteAt> {
         let scale = self.scale();
         // One branch-free pass (NaN compares false, so it counts as out of range).
@@ -259,6 +261,7 @@ impl FixedPoint {
 
     /// Encodes a tensor to ring values (scale f) held as integer-valued `f64`, the operand
     /// form of `matmul::RingMatMul`. Exact, wrapping like `encode`.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN must fail the range check
     pub fn encode_slice_f32(
         self,
         xs: &[f32],

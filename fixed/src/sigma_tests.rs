@@ -188,8 +188,10 @@ fn traced_rows_report_the_ring_their_intermediates_need() {
     };
     assert_eq!(need(8.0, 50), 38);
     assert_eq!(need(7.0, 50), 37);
-    // The demand is the exact value's, whatever the ring: it names the wrap it causes.
-    assert_eq!(need(8.0, 37), 38);
+    // In the ring that is too small the wrap shows (values after it are garbage, and may
+    // need more still).
+    assert!(need(8.0, 37) > 37);
+    assert_eq!(need(7.0, 37), 37);
     // RMSNorm: the same sum of squares (the mean is 0 here).
     let rms = rmsnorm_row_traced(&row(8.0), &vec![4096; c], &rsqrt, 50, F)
         .unwrap()

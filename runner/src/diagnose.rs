@@ -241,7 +241,7 @@ pub fn layer_of(name: &str) -> Option<u32> {
 }
 
 fn plain(t: &tract_onnx::prelude::TValue) -> Result<&[f32]> {
-    Ok(t.try_as_plain_ram()?.as_slice::<f32>()?)
+    t.try_as_plain_ram()?.as_slice::<f32>()
 }
 
 #[derive(Debug, Clone, Default)]

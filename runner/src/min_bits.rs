@@ -45,6 +45,10 @@ pub struct Trial {
     pub agreement: f64,
     /// |delta_pp| <= the tolerance.
     pub within: bool,
+    /// SUF accuracy minus this level's own accuracy at n = 64 (no wraps), in points.
+    pub delta_no_wrap_pp: f64,
+    /// |delta_no_wrap_pp| <= the tolerance.
+    pub within_no_wrap: bool,
 }
 
 /// The search's outcome for one level of one row.
@@ -58,9 +62,12 @@ pub struct MinBits {
     /// ring product before truncation) or "internal" (inside a SIGMA softmax/LayerNorm).
     pub binding_node: Option<String>,
     pub binding_scale: Option<String>,
-    /// The smallest n found within the tolerance (every evaluated n from it up to the
+    /// The smallest n within the tolerance of float (every evaluated n from it up to the
     /// prediction is within too); None when even n = 64 is not.
     pub min_bits: Option<u32>,
+    /// Only when `min_bits` is None: the smallest n within the tolerance of the level's own
+    /// n = 64 accuracy, i.e. where the ring size stops mattering for this level.
+    pub min_bits_no_wrap: Option<u32>,
     /// Every evaluation, in the order made.
     pub trials: Vec<Trial>,
     pub note: String,
@@ -85,7 +92,7 @@ pub struct Search<'a> {
 impl Search<'_> {
     pub fn run(&self, level: &str) -> Result<MinBits> {
         let f = self.frac_bits;
-        let (top, recorded) = self.trial(level, MAX_RING_BITS, true)?;
+        let (top, recorded) = self.trial(level, MAX_RING_BITS, None, true)?;
         let (predicted, binding) = predicted_bits(&recorded, f);
         let mut out = MinBits {
             frac_bits: f,
@@ -94,81 +101,109 @@ impl Search<'_> {
             binding_node: binding.as_ref().map(|(n, _)| n.clone()),
             binding_scale: binding.map(|(_, s)| s.to_string()),
             min_bits: None,
+            min_bits_no_wrap: None,
             trials: vec![top.clone()],
             note: String::new(),
         };
-        if !top.within {
-            out.note = format!(
-                "not within {} pp even at n = {MAX_RING_BITS} ({:+.2} pp): without wraps the result does not depend on n, so the f = {f} rounding of this level alone moves accuracy",
-                self.tolerance_pp, top.delta_pp
-            );
-            return Ok(out);
-        }
-        if predicted > MAX_RING_BITS {
-            out.min_bits = Some(MAX_RING_BITS);
-            out.note = format!(
-                "values exceed a {MAX_RING_BITS}-bit ring at {}, yet n = {MAX_RING_BITS} stays within the tolerance",
-                out.binding_node.as_deref().unwrap_or("?")
-            );
-            return Ok(out);
-        }
-        let at = |n: u32, out: &mut MinBits| -> Result<bool> {
-            let (t, _) = self.trial(level, n, false)?;
-            let within = t.within;
-            out.trials.push(t);
-            Ok(within)
+        // Held to float; or, when the level misses float even without wraps (its outputs do
+        // not depend on n then), to its own n = 64 accuracy: where the ring stops mattering.
+        let against_float = top.within;
+        let ok = |t: &Trial| {
+            if against_float {
+                t.within
+            } else {
+                t.within_no_wrap
+            }
         };
-        let holds = predicted == MAX_RING_BITS || at(predicted, &mut out)?;
-        if holds {
-            let mut n = predicted;
-            let mut floor = None;
-            while n > f + 1 {
-                match at(n - 1, &mut out) {
-                    Ok(true) => n -= 1,
-                    Ok(false) => break,
-                    // The level's own parameters bound n from below (e.g. a truncation shift
-                    // that must stay below n): that n is not a ring this level can run in.
-                    Err(e) if n - 1 < predicted => {
-                        floor = Some(format!("n = {} cannot be built ({e:#})", n - 1));
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            out.min_bits = Some(n);
-            out.note = match (n < predicted, floor) {
-                (_, Some(why)) => format!("every evaluated n down to {n} is within the tolerance; {why}"),
-                (true, None) => format!(
-                    "{} bits below the no-wrap prediction: the wraps there do not move accuracy past the tolerance",
-                    predicted - n
-                ),
-                (false, None) => "the no-wrap prediction; one bit less leaves the tolerance".into(),
-            };
+        let (found, how) = self.smallest(level, predicted, top.acc, &ok, &mut out)?;
+        if against_float {
+            out.min_bits = Some(found);
+            out.note = how;
         } else {
-            // predicted fails, 64 holds: bisect (lo fails, hi holds).
-            let (mut lo, mut hi) = (predicted, MAX_RING_BITS);
-            while hi - lo > 1 {
-                let mid = lo + (hi - lo) / 2;
-                if at(mid, &mut out)? {
-                    hi = mid;
-                } else {
-                    lo = mid;
-                }
-            }
-            out.min_bits = Some(hi);
+            out.min_bits_no_wrap = Some(found);
             out.note = format!(
-                "the no-wrap prediction {predicted} is not within the tolerance: a value the node statistics do not see wraps (found by bisection up to {MAX_RING_BITS})"
+                "not within {} pp of float even at n = {MAX_RING_BITS} ({:+.2} pp): without wraps the result does not depend on n, so this level's own arithmetic (f = {f}) moves accuracy; n = {found} reproduces its n = {MAX_RING_BITS} accuracy: {how}",
+                self.tolerance_pp, top.delta_pp
             );
         }
         Ok(out)
     }
 
+    /// The smallest n whose trial is `ok`, given that n = 64 is: a descent from the no-wrap
+    /// prediction if it holds, else bisection between it and 64. Returns n and how it was found.
+    fn smallest(
+        &self,
+        level: &str,
+        predicted: u32,
+        no_wrap_acc: f64,
+        ok: &dyn Fn(&Trial) -> bool,
+        out: &mut MinBits,
+    ) -> Result<(u32, String)> {
+        let f = self.frac_bits;
+        if predicted > MAX_RING_BITS {
+            let why = format!(
+                "values exceed a {MAX_RING_BITS}-bit ring at {}, yet n = {MAX_RING_BITS} holds",
+                out.binding_node.as_deref().unwrap_or("?")
+            );
+            return Ok((MAX_RING_BITS, why));
+        }
+        let at = |n: u32, out: &mut MinBits| -> Result<bool> {
+            let (t, _) = self.trial(level, n, Some(no_wrap_acc), false)?;
+            let holds = ok(&t);
+            out.trials.push(t);
+            Ok(holds)
+        };
+        if predicted == MAX_RING_BITS || at(predicted, out)? {
+            let mut n = predicted;
+            while n > f + 1 {
+                match at(n - 1, out) {
+                    Ok(true) => n -= 1,
+                    Ok(false) => break,
+                    // The level's own parameters bound n from below (e.g. a truncation shift
+                    // that must stay below n): that n is not a ring this level can run in.
+                    Err(e) => {
+                        let why = format!(
+                            "every evaluated n down to {n} holds; n = {} cannot be built ({e:#})",
+                            n - 1
+                        );
+                        return Ok((n, why));
+                    }
+                }
+            }
+            let how = if n < predicted {
+                format!(
+                    "{} bits below the no-wrap prediction: the wraps there do not move accuracy past the tolerance",
+                    predicted - n
+                )
+            } else {
+                "the no-wrap prediction; one bit less leaves the tolerance".into()
+            };
+            return Ok((n, how));
+        }
+        // The prediction fails and 64 holds: bisect (lo fails, hi holds).
+        let (mut lo, mut hi) = (predicted, MAX_RING_BITS);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if at(mid, out)? {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        let why = format!(
+            "the no-wrap prediction {predicted} does not hold: a value the node statistics do not see wraps (found by bisection up to {MAX_RING_BITS})"
+        );
+        Ok((hi, why))
+    }
+
     /// Evaluates `level` at ring size `n_bits` over every input; with `record`, also returns
-    /// the SUF nodes' statistics of that pass.
+    /// the SUF nodes' statistics of that pass. `no_wrap_acc` is the level's n = 64 accuracy
+    /// (None: this is that pass).
     fn trial(
         &self,
         level: &str,
         n_bits: u32,
+        no_wrap_acc: Option<f64>,
         record: bool,
     ) -> Result<(Trial, BTreeMap<String, NodeStats>)> {
         let rewritten = suf::compile(self.proto, n_bits, self.frac_bits, level)
@@ -201,17 +236,23 @@ impl Search<'_> {
         };
         progress.finish_and_clear();
         let (counts, agree) = result?;
-        let delta_pp = (counts.accuracy() - self.float_counts.accuracy()) * 100.0;
+        let acc = counts.accuracy();
+        let delta_pp = (acc - self.float_counts.accuracy()) * 100.0;
+        let delta_no_wrap_pp = (acc - no_wrap_acc.unwrap_or(acc)) * 100.0;
+        let within = |d: f64| d.abs() <= self.tolerance_pp + 1e-9;
+        let agreement = if counts.n == 0 {
+            0.0
+        } else {
+            agree as f64 / counts.n as f64
+        };
         let trial = Trial {
             n_bits,
-            acc: counts.accuracy(),
+            acc,
             delta_pp,
-            agreement: if counts.n == 0 {
-                0.0
-            } else {
-                agree as f64 / counts.n as f64
-            },
-            within: delta_pp.abs() <= self.tolerance_pp + 1e-9,
+            agreement,
+            within: within(delta_pp),
+            delta_no_wrap_pp,
+            within_no_wrap: within(delta_no_wrap_pp),
         };
         eprintln!(
             "row {}: min-bits {level} n={n_bits}: acc {:.2}% ({:+.2} pp vs float, agreement {:.2}%){}",

@@ -502,7 +502,9 @@ fn levels_table(report: &Report) -> String {
             .unwrap_or(0.0);
         out.push_str(&format!(
             "min n: the smallest ring size whose accuracy stays within {tol} pp of float (f fixed), \
-             found from the overflow statistics and confirmed by evaluation; (p) is the no-wrap prediction.\n\n"
+             found from the overflow statistics and confirmed by evaluation; (p) is the no-wrap prediction. \
+             \"none; m*\": no ring reaches float (the level's own arithmetic moves accuracy even at \
+             n = 64), and m is the smallest ring that reproduces the level's n = 64 accuracy.\n\n"
         ));
     }
     out.push_str("| Row | Examples | Float Acc |");
@@ -534,9 +536,10 @@ fn levels_table(report: &Report) -> String {
             for l in &levels {
                 let cell = match r.min_bits.get(*l) {
                     None => "-".to_string(),
-                    Some(m) => match m.min_bits {
-                        Some(n) => format!("{n} (p {})", m.predicted),
-                        None => "none".to_string(),
+                    Some(m) => match (m.min_bits, m.min_bits_no_wrap) {
+                        (Some(n), _) => format!("{n} (p {})", m.predicted),
+                        (None, Some(n)) => format!("none; {n}* (p {})", m.predicted),
+                        (None, None) => "none".to_string(),
                     },
                 };
                 out.push_str(&format!(" {cell} |"));
