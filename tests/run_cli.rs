@@ -559,3 +559,80 @@ fn find_min_bits_refuses_shards_and_float_only_runs() {
     assert_one_line_error(&out, &["--find-min-bits", "emulation level"]);
     assert!(!json.exists(), "no report is written for a refused run");
 }
+
+/// A ring too small for the products (n = 20: products at scale 2f wrap from 2^-5 on) is
+/// flagged by `suf-run diagnose`, node by node, in all three outputs; n = 50 flags nothing.
+#[test]
+fn diagnose_flags_the_ring_products_that_wrap_at_n20() {
+    let setup = Setup::new();
+    let cfg = setup.default_config();
+    let diagnose = |n_bits: &str| {
+        let (json, md, svg) = (
+            setup.path(&format!("d{n_bits}.json")),
+            setup.path(&format!("d{n_bits}.md")),
+            setup.path(&format!("d{n_bits}.svg")),
+        );
+        let out = suf_run(&[
+            "diagnose",
+            "--config",
+            s(&cfg),
+            "--row",
+            "cls",
+            "--emulation",
+            "ring",
+            "--n-bits",
+            n_bits,
+            "--examples",
+            "3",
+            "--out-json",
+            s(&json),
+            "--out-md",
+            s(&md),
+            "--out-svg",
+            s(&svg),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let svg = std::fs::read_to_string(&svg).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        (read_json(&json), std::fs::read_to_string(&md).unwrap(), svg)
+    };
+    let (small, md, svg) = diagnose("20");
+    let nodes = small["nodes"].as_array().unwrap();
+    let ring: Vec<&Value> = nodes
+        .iter()
+        .filter(|n| n["op"] == "SufRingMatMul")
+        .collect();
+    assert_eq!(ring.len(), 2, "the classifier's two products: {nodes:?}");
+    // The first product (the hidden layer) wraps; what follows sees garbage of any size.
+    assert!(ring[0]["overflows_2f"].as_u64().unwrap() > 0, "{}", ring[0]);
+    assert!(
+        ring[0]["headroom_2f_bits"].as_f64().unwrap() < 0.0,
+        "{}",
+        ring[0]
+    );
+    let flagged = small["flagged"].as_array().unwrap();
+    for n in nodes {
+        let wrapped = n["overflows"].as_u64().unwrap() + n["overflows_2f"].as_u64().unwrap() > 0;
+        let name = n["node"].as_str().unwrap();
+        assert_eq!(flagged.iter().any(|f| f == name), wrapped, "{n}");
+        assert!(md.contains(name));
+    }
+    assert!(md.contains("overflowed"), "{md}");
+    assert!(svg.contains("overflowed"));
+    let (wide, md, _) = diagnose("50");
+    assert_eq!(wide["flagged"].as_array().unwrap().len(), 0, "{wide}");
+    assert!(md.contains("No node overflowed"));
+    for n in wide["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["op"] == "SufRingMatMul")
+    {
+        assert_eq!(n["overflows_2f"], 0);
+        assert!(n["headroom_2f_bits"].as_f64().unwrap() > 0.0, "{n}");
+    }
+}
