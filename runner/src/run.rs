@@ -413,7 +413,13 @@ impl RowContext<'_> {
                 eprintln!(
                     "row {}: min-bits {level}: {} (no-wrap prediction {}, row's n_bits {})",
                     row.id,
-                    found.min_bits.map_or("none".to_string(), |n| n.to_string()),
+                    match (found.min_bits, found.min_bits_no_wrap) {
+                        (Some(n), _) => n.to_string(),
+                        (None, Some(n)) => format!(
+                            "none within the tolerance of float; {n} reproduces the level's n = 64 accuracy"
+                        ),
+                        (None, None) => "none".to_string(),
+                    },
                     found.predicted,
                     row.n_bits
                 );
