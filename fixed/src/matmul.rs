@@ -102,17 +102,7 @@ impl RingMatMul {
                 *o = *v as i64;
             }
         } else {
-            for i in 0..m {
-                for j in 0..n {
-                    let mut acc = 0i64;
-                    for l in 0..k {
-                        let x = a.at(i, l) as i64;
-                        let y = b.at(l, j) as i64;
-                        acc = acc.wrapping_add(x.wrapping_mul(y));
-                    }
-                    out[i * n + j] = acc;
-                }
-            }
+            wrapping_product(a, b, out);
         }
         self.finish(out, n, bias_2f)
     }
@@ -137,6 +127,44 @@ impl RingMatMul {
             max_abs_real: max_abs as f64 * pow2(-2 * self.fixed.frac_bits() as i32),
             overflows,
             elements: out.len(),
+        }
+    }
+}
+
+/// out = a x b in wrapping i64 arithmetic (exact modulo 2^64, hence modulo 2^n), walking
+/// both operands along their contiguous axis: dot products when b's columns are contiguous
+/// (Gemm's transB weights), row updates when its rows are, so the inner loops vectorise.
+fn wrapping_product(a: Strided, b: Strided, out: &mut [i64]) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let row_of_a = |i: usize| -> Vec<i64> { (0..k).map(|l| a.at(i, l) as i64).collect() };
+    if b.row_stride == 1 {
+        let columns: Vec<Vec<i64>> = (0..n)
+            .map(|j| (0..k).map(|l| b.at(l, j) as i64).collect())
+            .collect();
+        for i in 0..m {
+            let x = row_of_a(i);
+            for (o, col) in out[i * n..(i + 1) * n].iter_mut().zip(&columns) {
+                *o = x
+                    .iter()
+                    .zip(col)
+                    .fold(0i64, |acc, (&p, &q)| acc.wrapping_add(p.wrapping_mul(q)));
+            }
+        }
+    } else {
+        let rows: Vec<Vec<i64>> = (0..k)
+            .map(|l| (0..n).map(|j| b.at(l, j) as i64).collect())
+            .collect();
+        for i in 0..m {
+            let x = row_of_a(i);
+            let acc = &mut out[i * n..(i + 1) * n];
+            acc.fill(0);
+            for (&p, row) in x.iter().zip(&rows) {
+                if p != 0 {
+                    for (o, &q) in acc.iter_mut().zip(row) {
+                        *o = o.wrapping_add(p.wrapping_mul(q));
+                    }
+                }
+            }
         }
     }
 }
@@ -237,6 +265,37 @@ mod tests {
                         let w = fixed.wrap(acc);
                         let expect = fixed.wrap(truncate(w, shift, rule) as i128);
                         prop_assert_eq!(out[i * n + j], expect);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn the_wrapping_path_is_exact_mod_2_64_in_both_layouts(
+            m in 1usize..4, k in 1usize..7, n in 1usize..5, seed in any::<u64>(),
+        ) {
+            let fixed = FixedPoint::new(64, 12).unwrap();
+            let op = RingMatMul { fixed, truncation: Rounding::Floor, shift: 0 };
+            let mut s = seed;
+            // Operands near 2^40: their products overflow f64's 2^53, forcing the i64 path.
+            let mut next = || {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 20) as i64 % (1 << 41)) - (1 << 40)
+            };
+            let a: Vec<i64> = (0..m * k).map(|_| next()).collect();
+            let b: Vec<i64> = (0..k * n).map(|_| next()).collect();
+            let af: Vec<f64> = a.iter().map(|&v| v as f64).collect();
+            let bf: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+            // b transposed: stored [n][k], read through strides as the same k x n matrix.
+            let bt: Vec<f64> = (0..n).flat_map(|j| (0..k).map(move |l| (l, j))).map(|(l, j)| bf[l * n + j]).collect();
+            let bt_view = Strided { data: &bt, rows: k, cols: n, row_stride: 1, col_stride: k as isize };
+            for bv in [view(&bf, k, n), bt_view] {
+                let mut out = vec![0i64; m * n];
+                op.run(view(&af, m, k), bv, None, &mut out);
+                for i in 0..m {
+                    for j in 0..n {
+                        let exact: i128 = (0..k).map(|l| a[i * k + l] as i128 * b[l * n + j] as i128).sum();
+                        prop_assert_eq!(out[i * n + j], exact as i64, "({}, {})", i, j);
                     }
                 }
             }
