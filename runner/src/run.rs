@@ -377,6 +377,9 @@ impl RowContext<'_> {
                 .with_context(|| format!("SUF graph ({level})"))?;
             suf_engines.push((level.clone(), engine));
         }
+        // The bitwidth search recompiles the graph for every trial; otherwise its memory
+        // (gigabytes for the large decoders) goes before the evaluation.
+        let proto = self.opts.find_min_bits.map(|_| proto);
         let progress = ProgressBar::new(inputs.len() as u64);
         progress.set_style(
             ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
@@ -389,12 +392,12 @@ impl RowContext<'_> {
         progress.finish_and_clear();
         drop(suf_engines);
         let mut min_bits = BTreeMap::new();
-        if let Some(tolerance_pp) = self.opts.find_min_bits {
+        if let (Some(tolerance_pp), Some(proto)) = (self.opts.find_min_bits, &proto) {
             drop(float);
             let float_preds: Vec<i64> = evaluation.predictions.iter().map(|p| p.float).collect();
             let search = min_bits::Search {
                 row_id: &row.id,
-                proto: &proto,
+                proto,
                 model_dir: dir,
                 framework: &framework,
                 inputs,
