@@ -76,20 +76,25 @@ pub fn descriptor(name: &str) -> Result<Arc<Descriptor>> {
     let from_dir = std::env::var_os(APPROX_DIR_ENV)
         .map(|dir| std::path::PathBuf::from(dir).join(format!("{name}.json")))
         .filter(|p| p.is_file());
-    let text = match &from_dir {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
-        None => SHIPPED
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, t)| t.to_string())
-            .ok_or_else(|| {
-                anyhow!(
+    let shipped = SHIPPED.iter().find(|(n, _)| *n == name).map(|(_, t)| *t);
+    let d = match (&from_dir, shipped) {
+        (Some(p), _) => parse(
+            name,
+            &std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        )?,
+        (None, Some(text)) => parse(name, text)?,
+        // The rsqrt table is a pure function of the row width: any width gets one.
+        (None, None) => match rsqrt_width(name) {
+            Some(c) => suf_fixed::tables::rsqrt(c)
+                .map_err(|e| anyhow!("cannot generate descriptor `{name}`: {e}"))?,
+            None => {
+                return Err(anyhow!(
                     "no SUF descriptor `{name}`: not shipped in compiler/approx and not in ${APPROX_DIR_ENV} \
                      (generate one with `cargo run -p suf-fixed --example gen_descriptors -- <dir> --rsqrt-c C`)"
-                )
-            })?,
+                ))
+            }
+        },
     };
-    let d = Descriptor::from_json(&text).map_err(|e| anyhow!("descriptor `{name}`: {e}"))?;
     if d.name != name {
         return Err(anyhow!(
             "descriptor file `{name}.json` declares name `{}`",
@@ -102,6 +107,18 @@ pub fn descriptor(name: &str) -> Result<Arc<Descriptor>> {
         .unwrap_or_else(|e| e.into_inner())
         .insert(name.to_string(), d.clone());
     Ok(d)
+}
+
+fn parse(name: &str, text: &str) -> Result<Descriptor> {
+    Descriptor::from_json(text).map_err(|e| anyhow!("descriptor `{name}`: {e}"))
+}
+
+/// The row width C of a `sigma-rsqrt-<C>` name.
+fn rsqrt_width(name: &str) -> Option<i64> {
+    name.strip_prefix("sigma-rsqrt-")?
+        .parse()
+        .ok()
+        .filter(|&c| c > 0)
 }
 
 /// The rsqrt table of SIGMA's LayerNorm for rows of `c` elements.
@@ -122,10 +139,18 @@ mod tests {
     }
 
     #[test]
+    fn rsqrt_tables_of_unshipped_widths_are_generated() {
+        for c in [512, 960] {
+            let d = descriptor(&rsqrt_name(c)).unwrap();
+            assert_eq!(d, suf_fixed::tables::rsqrt(c as i64).unwrap());
+        }
+    }
+
+    #[test]
     fn a_missing_descriptor_names_itself_and_the_generator() {
-        let e = descriptor("sigma-rsqrt-333").unwrap_err().to_string();
+        let e = descriptor("sigma-nexp-17").unwrap_err().to_string();
         assert!(
-            e.contains("sigma-rsqrt-333") && e.contains("gen_descriptors"),
+            e.contains("sigma-nexp-17") && e.contains("gen_descriptors"),
             "{e}"
         );
     }

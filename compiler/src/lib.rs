@@ -14,6 +14,7 @@ pub mod graph;
 pub mod lower;
 pub mod normalize;
 pub mod onnx_io;
+pub mod options;
 pub mod pass;
 pub mod patterns;
 pub mod ring;
@@ -22,9 +23,11 @@ pub mod stats;
 pub mod summary;
 pub mod tensor;
 pub mod tract_ops;
+pub mod transport;
 
 pub use onnx_io::{load_model, save_model};
-pub use pass::{compile, CompileOptions, Compiled, Emulation};
+pub use options::{CompileOptions, Emulation};
+pub use pass::{compile, Compiled};
 pub use patterns::OpKind;
 pub use suf_fixed::{FixedPoint, Rounding};
 pub use summary::Summary;
@@ -42,3 +45,14 @@ pub const SUF_RING_MATMUL: &str = "SufRingMatMul";
 pub const SUF_SIGMA_ACTIVATION: &str = "SufSigmaActivation";
 /// Op type of SIGMA's row-wise Softmax/LayerNorm/RMSNorm (emulation level `sigma`).
 pub const SUF_SIGMA_ROW: &str = "SufSigmaRow";
+/// Op type of level `ring`'s float nonlinear functions of ring values (f64, re-encoded).
+pub const SUF_RING_FUNCTION: &str = "SufRingFunction";
+/// Op type of the encoding of a float tensor into an i64 ring tensor (levels ring, sigma).
+pub const SUF_ENCODE: &str = "SufEncode";
+/// Op type of the exactness-checked decoding of a ring tensor to f32 (float islands,
+/// graph outputs).
+pub const SUF_RING_DECODE: &str = "SufRingDecode";
+/// Op type of Wrap_n(a +- b) on ring tensors.
+pub const SUF_RING_ADD: &str = "SufRingAdd";
+/// Op type of Ars(Wrap_n(a * b), f): an elementwise product in the ring.
+pub const SUF_RING_MUL: &str = "SufRingMul";

@@ -4,81 +4,12 @@ use crate::builder::{attr_int, attr_string};
 use crate::graph::GraphView;
 use crate::patterns::{self, OpKind, Site, Untouched};
 use crate::summary::Summary;
-use crate::{lower, normalize, ring, sigma, tensor, SUF_DOMAIN, SUF_QUANTIZE};
+use crate::{lower, normalize, ring, sigma, tensor, transport, SUF_DOMAIN, SUF_ENCODE, SUF_QUANTIZE};
 use anyhow::{anyhow, bail, Result};
-use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fmt;
-use std::str::FromStr;
-use suf_fixed::{FixedPoint, Rounding};
+use std::collections::{BTreeMap, HashSet};
+use suf_fixed::Rounding;
+pub use crate::options::{CompileOptions, Emulation};
 use tract_onnx::pb::{ModelProto, NodeProto, OperatorSetIdProto};
-
-/// How faithfully SUF nodes emulate the secure computation (SPEC.md section 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Emulation {
-    /// Ops in float, every matched op's output encoded and wrapped (FuseFSS's emulation).
-    Output,
-    /// Products at scale 2f wrapped in the ring, then floor-truncated.
-    Ring,
-    /// `ring` plus SIGMA's own nonlinear approximations.
-    Sigma,
-}
-
-impl Emulation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Emulation::Output => "output",
-            Emulation::Ring => "ring",
-            Emulation::Sigma => "sigma",
-        }
-    }
-}
-
-impl fmt::Display for Emulation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Emulation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "output" => Ok(Emulation::Output),
-            "ring" => Ok(Emulation::Ring),
-            "sigma" => Ok(Emulation::Sigma),
-            _ => Err(format!(
-                "unknown emulation level `{s}` (expected output, ring or sigma)"
-            )),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct CompileOptions {
-    pub fixed: FixedPoint,
-    pub rounding: Rounding,
-    pub emulation: Emulation,
-    /// Only these op kinds get SUF nodes (None: all).
-    pub only: Option<BTreeSet<OpKind>>,
-    pub skip: BTreeSet<OpKind>,
-    /// Emit standard ONNX ops instead of custom SUF nodes.
-    pub lower: bool,
-}
-
-impl CompileOptions {
-    pub fn new(fixed: FixedPoint) -> Self {
-        CompileOptions {
-            fixed,
-            rounding: Rounding::Round,
-            emulation: Emulation::Output,
-            only: None,
-            skip: BTreeSet::new(),
-            lower: false,
-        }
-    }
-}
 
 pub struct Compiled {
     pub model: ModelProto,
@@ -103,6 +34,7 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
         );
     }
     let mut model = model.clone();
+    let model_opsets = model.opset_import.clone();
     let graph = model
         .graph
         .as_mut()
@@ -146,38 +78,55 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
     } else {
         opts
     };
-    let mut ring_plan = if opts.emulation == Emulation::Output {
-        ring::RingPlan::default()
-    } else {
+    let carries_ring = opts.emulation.carries_ring();
+    let mut ring_plan = if carries_ring {
         ring::plan(&GraphView::new(graph), &sites, opts)
+    } else {
+        ring::RingPlan::default()
     };
     let mut edits = crate::graph::Edits::default();
-    let sigma_plan = if opts.emulation == Emulation::Sigma {
+    let sigma_plan = if carries_ring {
         let view = GraphView::new(graph);
         let folded = sigma::fold_scales(&view, &sites, &mut ring_plan, opts.fixed.frac_bits());
-        let mut plan = sigma::edit(&view, &sites, opts, &mut edits)?;
+        let mut plan = sigma::edit(&view, &sites, opts, opset(&model_opsets), &mut edits)?;
         plan.folded_scales = folded;
         plan
     } else {
         sigma::SigmaPlan::default()
     };
     let mut keep_float = ring_plan.biases();
-    for site in sites
-        .iter()
-        .filter(|s| sigma_plan.replaced.contains(&s.anchor))
-    {
-        // The SIGMA op encodes its own parameters (beta at scale 2f).
-        keep_float.extend(site.params.iter().cloned());
+    if carries_ring {
+        // Every SUF op encodes its own parameters from the original floats: pre-rounding
+        // them to f32 grid values would lose bits of any parameter beyond 4096.
+        keep_float.extend(sites.iter().flat_map(|s| s.params.iter().cloned()));
+        check_finite_parameters(graph, &sites)?;
     }
     let initializers_rewritten = encode_parameters(graph, &sites, opts, &keep_float)?;
-    let mut covered = ring_plan.covered_anchors(&sites);
+    let product_anchors = ring_plan.covered_anchors(&sites);
+    let mut covered = product_anchors.clone();
     covered.extend(sigma_plan.replaced.iter().cloned());
+    if carries_ring {
+        // The transport computes these Adds in the ring (SufRingAdd).
+        covered.extend(
+            sites
+                .iter()
+                .filter(|s| s.kind == OpKind::Add)
+                .map(|s| s.anchor.clone()),
+        );
+    }
     let mut inserted = BTreeMap::new();
     let mut forms = BTreeMap::new();
     for site in &sites {
         let fused = covered.contains(&site.anchor)
             && site.kind != OpKind::MatMul
             && !sigma_plan.replaced.contains(&site.anchor);
+        if carries_ring && site.kind == OpKind::Add && !product_anchors.contains(&site.anchor) {
+            *forms
+                .entry("add: ring addition (SufRingAdd)".to_string())
+                .or_insert(0) += 1;
+            *inserted.entry(site.kind).or_insert(0) += 1;
+            continue;
+        }
         if fused {
             *forms
                 .entry(format!("{}: fused into a ring product", site.kind))
@@ -186,7 +135,12 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
         }
         *inserted.entry(site.kind).or_insert(0) += 1;
         let how = if sigma_plan.replaced.contains(&site.anchor) {
-            format!("{} (SIGMA algorithm)", site.form)
+            let algorithm = if opts.emulation == Emulation::Sigma {
+                "SIGMA algorithm"
+            } else {
+                "f64 function of the ring value"
+            };
+            format!("{} ({algorithm})", site.form)
         } else if covered.contains(&site.anchor) {
             format!("{} (ring product)", site.form)
         } else {
@@ -214,10 +168,20 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
         .cloned()
         .collect();
     insert_suf_nodes(graph, &quantized, opts);
-    let fused_bias_nodes = if opts.lower {
+    let fused_bias_nodes = if opts.lower || carries_ring {
         0
     } else {
         crate::fuse::fuse_bias_quantize(graph)
+    };
+    let transport = if carries_ring {
+        let mask_adds: HashSet<String> = untouched
+            .iter()
+            .filter(|u| u.reason == patterns::MASK_BIAS)
+            .map(|u| u.node.clone())
+            .collect();
+        Some(transport::carry(graph, opts, &mask_adds)?)
+    } else {
+        None
     };
     if !model.opset_import.iter().any(|o| o.domain == SUF_DOMAIN) {
         model.opset_import.push(OperatorSetIdProto {
@@ -242,8 +206,30 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
             untouched,
             normalizations,
             fused_bias_nodes,
+            transport,
         },
     })
+}
+
+/// Parameters the SUF ops will encode at run time must be finite: say so now, naming them.
+fn check_finite_parameters(graph: &tract_onnx::pb::GraphProto, sites: &[Site]) -> Result<()> {
+    let names: HashSet<&str> = sites
+        .iter()
+        .flat_map(|s| s.params.iter().map(String::as_str))
+        .collect();
+    for t in graph
+        .initializer
+        .iter()
+        .filter(|t| names.contains(t.name.as_str()))
+    {
+        if t.data_type == tensor::dtype::FLOAT && tensor::any_f32(t, |v| !v.is_finite()) {
+            bail!(
+                "initializer {}: cannot encode non-finite values in fixed point",
+                t.name
+            );
+        }
+    }
+    Ok(())
 }
 
 fn encode_parameters(
@@ -276,13 +262,13 @@ fn encode_parameters(
 }
 
 /// The SUF node's attributes, shared with the lowering and the tract op.
-pub fn suf_attributes(opts: &CompileOptions, site: OpKind) -> Vec<tract_onnx::pb::AttributeProto> {
+pub fn suf_attributes(opts: &CompileOptions, site: &str) -> Vec<tract_onnx::pb::AttributeProto> {
     vec![
         attr_int("n_bits", opts.fixed.n_bits() as i64),
         attr_int("frac_bits", opts.fixed.frac_bits() as i64),
         attr_string("rounding", opts.rounding.as_str()),
         attr_string("kind", "encode"),
-        attr_string("site", site.as_str()),
+        attr_string("site", site),
         attr_string("emulation", opts.emulation.as_str()),
     ]
 }
@@ -309,13 +295,26 @@ fn insert_suf_nodes(graph: &mut tract_onnx::pb::GraphProto, sites: &[Site], opts
         }
         let node = NodeProto {
             name: format!("{}/suf_{}", producer.name, site.kind),
-            op_type: SUF_QUANTIZE.into(),
+            op_type: if opts.emulation.carries_ring() {
+                SUF_ENCODE
+            } else {
+                SUF_QUANTIZE
+            }
+            .into(),
             domain: SUF_DOMAIN.into(),
             input: vec![float_name],
             output: vec![site.anchor.clone()],
-            attribute: suf_attributes(opts, site.kind),
+            attribute: suf_attributes(opts, site.kind.as_str()),
             ..Default::default()
         };
         graph.node.insert(p + 1, node);
     }
+}
+
+/// The default-domain opset a model imports (the ONNX default when none is listed).
+fn opset(imports: &[OperatorSetIdProto]) -> i64 {
+    imports
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map_or(1, |o| o.version)
 }

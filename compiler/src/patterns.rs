@@ -127,7 +127,7 @@ pub fn find_sites(view: &GraphView, mask_bound: f64) -> Matches {
             }
         }
     }
-    let data = data_tensors(view);
+    let data = data_tensors(view, mask_bound);
     for (i, n) in view.graph.node.iter().enumerate() {
         if covered.contains(&i) || n.output.is_empty() {
             continue;
@@ -151,6 +151,18 @@ pub fn find_sites(view: &GraphView, mask_bound: f64) -> Matches {
             }
             "Softmax" => m.sites.push(single(OpKind::Softmax, "Softmax op")),
             "Gelu" => m.sites.push(single(OpKind::Gelu, "Gelu op")),
+            "Gather"
+                if is_mask_table(view, &n.input[0], mask_bound)
+                    && feeds_only_adds(view, &n.output[0]) =>
+            {
+                m.untouched.push(Untouched {
+                    reason: format!(
+                        "{MASK_BIAS} (table `{}` holds values no ring holds)",
+                        n.input[0]
+                    ),
+                    ..untouched(view, i, MASK_BIAS)
+                })
+            }
             "Gather" if is_float_table(view, &n.input[0]) => m.sites.push(Site {
                 params: vec![n.input[0].clone()],
                 ..single(OpKind::Embedding, "Gather of an embedding table")
@@ -192,11 +204,37 @@ fn is_float_table(view: &GraphView, name: &str) -> bool {
         .is_some_and(|t| t.data_type == dtype::FLOAT && t.dims.len() == 2)
 }
 
+/// A float table holding values no ring holds (non-finite, or at least `mask_bound`): a
+/// lookup of it is an exporter's mask bias (e.g. a -inf table added to attention scores),
+/// not model data.
+fn is_mask_table(view: &GraphView, name: &str, mask_bound: f64) -> bool {
+    view.initializer(name).is_some_and(|t| {
+        t.data_type == dtype::FLOAT
+            && crate::tensor::any_f32(t, |v| !v.is_finite() || (v as f64).abs() >= mask_bound)
+    })
+}
+
+/// True if `tensor` reaches only Add nodes, through data movement at most: how an
+/// exporter's mask table reaches the attention scores.
+fn feeds_only_adds(view: &GraphView, tensor: &str) -> bool {
+    const MOVES: [&str; 6] = ["Unsqueeze", "Reshape", "Expand", "Transpose", "Cast", "Squeeze"];
+    let consumers = view.consumers(tensor);
+    !consumers.is_empty()
+        && !view.is_output(tensor)
+        && consumers.iter().all(|&c| {
+            let n = view.node(c);
+            n.op_type == "Add"
+                || (MOVES.contains(&n.op_type.as_str())
+                    && n.input.first().is_some_and(|i| i == tensor)
+                    && n.output.first().is_some_and(|o| feeds_only_adds(view, o)))
+        })
+}
+
 /// Tensors that carry model data (activations), as opposed to shapes, indices and masks.
 ///
 /// Seeded by float graph inputs, embedding lookups and matrix products, propagated through
 /// every op except those that only look at shapes or compare values.
-pub fn data_tensors(view: &GraphView) -> HashSet<String> {
+pub fn data_tensors(view: &GraphView, mask_bound: f64) -> HashSet<String> {
     const NOT_PROPAGATING: [&str; 14] = [
         "Shape",
         "Size",
@@ -223,7 +261,10 @@ pub fn data_tensors(view: &GraphView) -> HashSet<String> {
     for n in &view.graph.node {
         let op = n.op_type.as_str();
         let seeded = matches!(op, "MatMul" | "Gemm")
-            || (op == "Gather" && is_float_table(view, &n.input[0]));
+            || (op == "Gather"
+                && is_float_table(view, &n.input[0])
+                && !(is_mask_table(view, &n.input[0], mask_bound)
+                    && feeds_only_adds(view, &n.output[0])));
         let propagates = match op {
             _ if NOT_PROPAGATING.contains(&op) => false,
             "Where" => n.input.iter().skip(1).any(|i| data.contains(i)),

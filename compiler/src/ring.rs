@@ -184,7 +184,7 @@ fn gemm_product(view: &GraphView, i: usize, f: u32) -> Result<RingProduct, Strin
 pub fn edit(graph: &GraphProto, plan: &RingPlan, opts: &CompileOptions, edits: &mut Edits) {
     for p in &plan.products {
         let old = &graph.node[p.node];
-        let mut attribute = suf_attributes(opts, OpKind::MatMul);
+        let mut attribute = suf_attributes(opts, OpKind::MatMul.as_str());
         attribute.push(attr_int("shift", p.shift as i64));
         attribute.push(attr_string("truncation", truncation(opts).as_str()));
         if p.trans_b {

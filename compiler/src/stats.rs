@@ -6,7 +6,8 @@
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::options::Emulation;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// What one SUF node saw over every evaluation since recording was turned on.
@@ -27,9 +28,37 @@ pub struct NodeStats {
     pub internal_overflows: usize,
     /// Elements processed.
     pub elements: usize,
+    /// Largest |value| of the ring tensor the node output (levels ring and sigma), in real
+    /// units: the magnitude the transport between SUF nodes had to carry exactly.
+    pub max_abs_carried: f64,
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// The largest |value| (real units, as f64 bits: non-negative floats order like their
+/// bits) any SUF node of each emulation level output since the last reset. Always on: one
+/// relaxed atomic max per node evaluation, so every run reports it.
+static CARRIED: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+fn slot(level: Emulation) -> &'static AtomicU64 {
+    &CARRIED[level as usize]
+}
+
+/// Forgets the carried maxima (before evaluating a row).
+pub fn reset_carried() {
+    for c in &CARRIED {
+        c.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The largest |value| a SUF node of `level` carried since the last reset, in real units.
+pub fn carried_max(level: Emulation) -> f64 {
+    f64::from_bits(slot(level).load(Ordering::Relaxed))
+}
+
+pub(crate) fn note_carried(level: Emulation, max_abs: f64) {
+    slot(level).fetch_max(max_abs.abs().to_bits(), Ordering::Relaxed);
+}
 static STATS: Mutex<BTreeMap<String, NodeStats>> = Mutex::new(BTreeMap::new());
 
 /// Turns recording on or off; turning it on clears what was recorded before.

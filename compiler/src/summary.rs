@@ -24,6 +24,8 @@ pub struct Summary {
     pub normalizations: Vec<String>,
     /// MatMul + bias-Add encodings fused into one `SufQuantizeBias` node each (same values).
     pub fused_bias_nodes: usize,
+    /// Levels ring and sigma: how ring values travel between SUF nodes.
+    pub transport: Option<crate::transport::TransportReport>,
 }
 
 impl Summary {
@@ -58,11 +60,52 @@ impl fmt::Display for Summary {
         for (form, count) in &self.forms {
             writeln!(f, "    {form}: {count}")?;
         }
-        writeln!(
-            f,
-            "rewrote {} initializers to the 2^-{} grid",
-            self.initializers_rewritten, self.frac_bits
-        )?;
+        if self.transport.is_some() {
+            writeln!(
+                f,
+                "parameters stay float in the initializers: every SUF op encodes its own, exactly"
+            )?;
+        } else {
+            writeln!(
+                f,
+                "rewrote {} initializers to the 2^-{} grid",
+                self.initializers_rewritten, self.frac_bits
+            )?;
+        }
+        if let Some(t) = &self.transport {
+            writeln!(f, "ring values travel between SUF nodes as i64 tensors:")?;
+            for (what, count) in &t.rewritten {
+                writeln!(f, "  {count:>5} {what}")?;
+            }
+            if t.masked_softmax > 0 {
+                writeln!(
+                    f,
+                    "  {:>5} softmax nodes take the attention mask as a float bias",
+                    t.masked_softmax
+                )?;
+            }
+            let mut islands: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for i in &t.float_islands {
+                islands.entry(&i.op).or_default().push(&i.node);
+            }
+            if islands.is_empty() {
+                writeln!(f, "  no float islands: no op of the model computes on decoded ring values")?;
+            }
+            for (op, nodes) in islands {
+                let shown: Vec<&str> = nodes.iter().take(4).copied().collect();
+                let more = if nodes.len() > 4 {
+                    format!(", ... ({} more)", nodes.len() - 4)
+                } else {
+                    String::new()
+                };
+                writeln!(
+                    f,
+                    "  {:>5} {op:<8} float island (decoded exactly or an error): {}{more}",
+                    nodes.len(),
+                    shown.join(", ")
+                )?;
+            }
+        }
         let mut by_reason: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
         for u in &self.untouched {
             by_reason

@@ -12,6 +12,17 @@ pub mod dtype {
 }
 
 /// The values of a float, double or integer tensor, as f64 (exact for all f32/i32 values).
+/// True if any f32 value of a float tensor satisfies `pred` (read in place, no copy).
+pub fn any_f32(t: &TensorProto, pred: impl Fn(f32) -> bool) -> bool {
+    if t.raw_data.is_empty() {
+        t.float_data.iter().any(|&v| pred(v))
+    } else {
+        t.raw_data
+            .chunks_exact(4)
+            .any(|b| pred(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+    }
+}
+
 pub fn values_f64(t: &TensorProto) -> Option<Vec<f64>> {
     let raw = &t.raw_data;
     match t.data_type {

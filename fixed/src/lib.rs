@@ -13,6 +13,7 @@
 //! executes those nodes inside tract) both call this crate, so the two cannot drift apart.
 
 pub mod descriptor;
+pub mod float_fn;
 mod json_layout;
 pub mod matmul;
 mod ring;

@@ -10,25 +10,55 @@
 
 use crate::{pow2, wrap_i64, FixedPoint, Rounding};
 
-/// A strided matrix view: element (i, j) is `data[i * row + j * col]`.
+/// A strided matrix view: element (i, j) is `data[i * row_stride + j * col_stride]`.
 #[derive(Debug, Clone, Copy)]
-pub struct Strided<'a> {
-    pub data: &'a [f64],
+pub struct Strided<'a, T> {
+    pub data: &'a [T],
     pub rows: usize,
     pub cols: usize,
     pub row_stride: isize,
     pub col_stride: isize,
 }
 
-impl Strided<'_> {
-    fn max_abs(&self) -> f64 {
-        self.data.iter().fold(0.0f64, |m, v| m.max(v.abs()))
-    }
-
+impl<T: Copy> Strided<'_, T> {
     #[inline(always)]
-    fn at(&self, i: usize, j: usize) -> f64 {
+    fn at(&self, i: usize, j: usize) -> T {
         self.data[(i as isize * self.row_stride + j as isize * self.col_stride) as usize]
     }
+
+    /// Every (i, j) addresses inside `data`: the precondition of the unsafe GEMM.
+    fn check(&self, what: &'static str) -> Result<(), MatMulError> {
+        if self.rows == 0 || self.cols == 0 {
+            return Ok(());
+        }
+        let corners = [
+            (0, 0),
+            (self.rows - 1, 0),
+            (0, self.cols - 1),
+            (self.rows - 1, self.cols - 1),
+        ];
+        let inside = corners.iter().all(|&(i, j)| {
+            let at = i as i128 * self.row_stride as i128 + j as i128 * self.col_stride as i128;
+            at >= 0 && at < self.data.len() as i128
+        });
+        if inside {
+            Ok(())
+        } else {
+            Err(MatMulError::OutOfBounds { what })
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatMulError {
+    #[error("ring product: {what}'s strides address outside its data")]
+    OutOfBounds { what: &'static str },
+    #[error("ring product: {what} has {got} values, expected {want}")]
+    Shape {
+        what: &'static str,
+        got: usize,
+        want: usize,
+    },
 }
 
 /// What the products looked like before truncation: how close the ring came to wrapping.
@@ -60,43 +90,77 @@ pub struct RingMatMul {
     pub shift: u32,
 }
 
-const EXACT_F64: f64 = 9007199254740992.0; // 2^53
+const EXACT_F64: u128 = 1 << 53;
+
+fn max_abs(data: &[i64]) -> u64 {
+    data.iter().fold(0u64, |m, v| m.max(v.unsigned_abs()))
+}
 
 impl RingMatMul {
     /// `out[i * n + j]` = the ring value (scale f) of row i of `a` times column j of `b`,
-    /// plus `bias_2f[j]`. `a` and `b` hold integer ring values (scale f) as `f64`.
+    /// plus `bias_2f[j]`. `a` and `b` hold ring values at scale f. `b_f64`, when given, is
+    /// `b.data` as f64 (weights converted once), used where the f64 GEMM is exact.
     pub fn run(
         &self,
-        a: Strided,
-        b: Strided,
+        a: Strided<i64>,
+        b: Strided<i64>,
+        b_f64: Option<&[f64]>,
         bias_2f: Option<&[i64]>,
         out: &mut [i64],
-    ) -> ProductStats {
+    ) -> Result<ProductStats, MatMulError> {
         let (m, k, n) = (a.rows, a.cols, b.cols);
-        debug_assert_eq!(b.rows, k);
-        debug_assert_eq!(out.len(), m * n);
-        let bound = a.max_abs() * b.max_abs() * k as f64;
+        let shape = |what, got, want| {
+            if got == want {
+                Ok(())
+            } else {
+                Err(MatMulError::Shape { what, got, want })
+            }
+        };
+        shape("B's rows", b.rows, k)?;
+        shape("the output", out.len(), m * n)?;
+        if let Some(bias) = bias_2f {
+            shape("the bias", bias.len(), n)?;
+        }
+        if let Some(bf) = b_f64 {
+            shape("B as f64", bf.len(), b.data.len())?;
+        }
+        a.check("A")?;
+        b.check("B")?;
+        // Every partial sum of integer products is bounded by this; below 2^53 the f64
+        // GEMM computes each one exactly.
+        let bound = max_abs(a.data) as u128 * max_abs(b.data) as u128 * k as u128;
         if bound < EXACT_F64 {
+            let af: Vec<f64> = a.data.iter().map(|&v| v as f64).collect();
+            let converted;
+            let bf = match b_f64 {
+                Some(bf) => bf,
+                None => {
+                    converted = b.data.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+                    &converted
+                }
+            };
             let mut c = vec![0f64; m * n];
-            // SAFETY: the views' strides address inside their slices (checked by
-            // `Strided::check`), `c` is m x n row-major.
-            unsafe {
-                matrixmultiply::dgemm(
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    a.data.as_ptr(),
-                    a.row_stride,
-                    a.col_stride,
-                    b.data.as_ptr(),
-                    b.row_stride,
-                    b.col_stride,
-                    0.0,
-                    c.as_mut_ptr(),
-                    n as isize,
-                    1,
-                );
+            if m > 0 && n > 0 && k > 0 {
+                // SAFETY: `check` proved every (i, j) of both views addresses inside their
+                // slices (af/bf have the views' layouts); `c` is m x n row-major.
+                unsafe {
+                    matrixmultiply::dgemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        af.as_ptr(),
+                        a.row_stride,
+                        a.col_stride,
+                        bf.as_ptr(),
+                        b.row_stride,
+                        b.col_stride,
+                        0.0,
+                        c.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    );
+                }
             }
             for (o, v) in out.iter_mut().zip(&c) {
                 *o = *v as i64;
@@ -104,7 +168,7 @@ impl RingMatMul {
         } else {
             wrapping_product(a, b, out);
         }
-        self.finish(out, n, bias_2f)
+        Ok(self.finish(out, n, bias_2f))
     }
 
     /// Adds the bias, records overflow, wraps, truncates: the step after every product.
@@ -134,12 +198,12 @@ impl RingMatMul {
 /// out = a x b in wrapping i64 arithmetic (exact modulo 2^64, hence modulo 2^n), walking
 /// both operands along their contiguous axis: dot products when b's columns are contiguous
 /// (Gemm's transB weights), row updates when its rows are, so the inner loops vectorise.
-fn wrapping_product(a: Strided, b: Strided, out: &mut [i64]) {
+fn wrapping_product(a: Strided<i64>, b: Strided<i64>, out: &mut [i64]) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    let row_of_a = |i: usize| -> Vec<i64> { (0..k).map(|l| a.at(i, l) as i64).collect() };
+    let row_of_a = |i: usize| -> Vec<i64> { (0..k).map(|l| a.at(i, l)).collect() };
     if b.row_stride == 1 {
         let columns: Vec<Vec<i64>> = (0..n)
-            .map(|j| (0..k).map(|l| b.at(l, j) as i64).collect())
+            .map(|j| (0..k).map(|l| b.at(l, j)).collect())
             .collect();
         for i in 0..m {
             let x = row_of_a(i);
@@ -152,7 +216,7 @@ fn wrapping_product(a: Strided, b: Strided, out: &mut [i64]) {
         }
     } else {
         let rows: Vec<Vec<i64>> = (0..k)
-            .map(|l| (0..n).map(|j| b.at(l, j) as i64).collect())
+            .map(|l| (0..n).map(|j| b.at(l, j)).collect())
             .collect();
         for i in 0..m {
             let x = row_of_a(i);
@@ -193,7 +257,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn view(data: &[f64], rows: usize, cols: usize) -> Strided<'_> {
+    fn view(data: &[i64], rows: usize, cols: usize) -> Strided<'_, i64> {
         Strided {
             data,
             rows,
@@ -231,13 +295,38 @@ mod tests {
             truncation: Rounding::Floor,
             shift: 12,
         };
-        let a = [2048.0];
-        let b = [4096.0];
+        let a = [2048];
+        let b = [4096];
         let mut out = [0i64];
-        let stats = op.run(view(&a, 1, 1), view(&b, 1, 1), None, &mut out);
+        let stats = op
+            .run(view(&a, 1, 1), view(&b, 1, 1), None, None, &mut out)
+            .unwrap();
         assert_eq!(out, [0]);
         assert_eq!(stats.overflows, 1);
         assert_eq!(stats.max_abs_real, 0.5);
+    }
+
+    #[test]
+    fn strides_outside_the_data_are_an_error_not_a_read() {
+        let fixed = FixedPoint::new(37, 12).unwrap();
+        let op = RingMatMul { fixed, truncation: Rounding::Floor, shift: 12 };
+        let a = [1i64, 2, 3, 4];
+        let bad = Strided { data: &a, rows: 2, cols: 2, row_stride: 3, col_stride: 1 };
+        let mut out = [0i64; 4];
+        let e = op.run(bad, view(&a, 2, 2), None, None, &mut out).unwrap_err();
+        assert_eq!(e, MatMulError::OutOfBounds { what: "A" });
+    }
+
+    #[test]
+    fn ring_values_beyond_2_53_stay_exact() {
+        // n = 64: a single operand of 2^60 + 1 is not an f64; the product must still be exact.
+        let fixed = FixedPoint::new(64, 12).unwrap();
+        let op = RingMatMul { fixed, truncation: Rounding::Floor, shift: 0 };
+        let a = [(1i64 << 60) + 1];
+        let b = [1i64];
+        let mut out = [0i64];
+        op.run(view(&a, 1, 1), view(&b, 1, 1), None, None, &mut out).unwrap();
+        assert_eq!(out, [(1i64 << 60) + 1]);
     }
 
     proptest! {
@@ -249,13 +338,13 @@ mod tests {
             let fixed = FixedPoint::new(n_bits, 12).unwrap();
             let mut s = seed;
             let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 33) as i64 % 200_000) - 100_000 };
-            let a: Vec<f64> = (0..m * k).map(|_| next() as f64).collect();
-            let b: Vec<f64> = (0..k * n).map(|_| next() as f64).collect();
+            let a: Vec<i64> = (0..m * k).map(|_| next()).collect();
+            let b: Vec<i64> = (0..k * n).map(|_| next()).collect();
             let bias: Vec<i64> = (0..n).map(|_| next() * 1000).collect();
             for rule in [Rounding::Floor, Rounding::Trunc, Rounding::Round] {
                 let op = RingMatMul { fixed, truncation: rule, shift };
                 let mut out = vec![0i64; m * n];
-                op.run(view(&a, m, k), view(&b, k, n), Some(&bias), &mut out);
+                op.run(view(&a, m, k), view(&b, k, n), None, Some(&bias), &mut out).unwrap();
                 for i in 0..m {
                     for j in 0..n {
                         let mut acc = bias[j] as i128;
@@ -284,14 +373,12 @@ mod tests {
             };
             let a: Vec<i64> = (0..m * k).map(|_| next()).collect();
             let b: Vec<i64> = (0..k * n).map(|_| next()).collect();
-            let af: Vec<f64> = a.iter().map(|&v| v as f64).collect();
-            let bf: Vec<f64> = b.iter().map(|&v| v as f64).collect();
             // b transposed: stored [n][k], read through strides as the same k x n matrix.
-            let bt: Vec<f64> = (0..n).flat_map(|j| (0..k).map(move |l| (l, j))).map(|(l, j)| bf[l * n + j]).collect();
+            let bt: Vec<i64> = (0..n).flat_map(|j| (0..k).map(move |l| (l, j))).map(|(l, j)| b[l * n + j]).collect();
             let bt_view = Strided { data: &bt, rows: k, cols: n, row_stride: 1, col_stride: k as isize };
-            for bv in [view(&bf, k, n), bt_view] {
+            for bv in [view(&b, k, n), bt_view] {
                 let mut out = vec![0i64; m * n];
-                op.run(view(&af, m, k), bv, None, &mut out);
+                op.run(view(&a, m, k), bv, None, None, &mut out).unwrap();
                 for i in 0..m {
                     for j in 0..n {
                         let exact: i128 = (0..k).map(|l| a[i * k + l] as i128 * b[l * n + j] as i128).sum();
@@ -305,10 +392,10 @@ mod tests {
         fn wide_operands_take_the_exact_integer_path(a0 in -(1i64 << 40)..(1i64 << 40), b0 in -(1i64 << 40)..(1i64 << 40)) {
             let fixed = FixedPoint::new(64, 12).unwrap();
             let op = RingMatMul { fixed, truncation: Rounding::Floor, shift: 12 };
-            let a = [a0 as f64, 3.0];
-            let b = [b0 as f64, -5.0];
+            let a = [a0, 3];
+            let b = [b0, -5];
             let mut out = [0i64];
-            op.run(view(&a, 1, 2), view(&b, 2, 1), None, &mut out);
+            op.run(view(&a, 1, 2), view(&b, 2, 1), None, None, &mut out).unwrap();
             let expect = a0.wrapping_mul(b0).wrapping_sub(15) >> 12;
             prop_assert_eq!(out[0], expect);
         }

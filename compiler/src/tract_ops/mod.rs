@@ -3,16 +3,26 @@
 //! tract's ONNX op registry is keyed by op type alone (the domain is ignored), hence the
 //! `Suf` prefix. The arithmetic is `suf_fixed`'s: these modules only adapt it to tensors.
 
+mod binary;
+mod decode;
+mod encode;
+mod infer;
+mod nonlinear;
 mod quantize;
+mod ring_io;
 mod ring_matmul;
-mod sigma;
 
+pub use binary::{BinaryKind, SufRingBinary};
+pub use decode::SufRingDecode;
+pub use encode::SufEncode;
+pub use nonlinear::{Algorithm, SufNonlinear};
 pub use quantize::{SufQuantize, SufQuantizeBias};
 pub use ring_matmul::SufRingMatMul;
-pub use sigma::{SufSigmaActivation, SufSigmaRow};
 
+use crate::options::Emulation;
 use crate::{
-    SUF_QUANTIZE, SUF_QUANTIZE_BIAS, SUF_RING_MATMUL, SUF_SIGMA_ACTIVATION, SUF_SIGMA_ROW,
+    SUF_ENCODE, SUF_QUANTIZE, SUF_QUANTIZE_BIAS, SUF_RING_ADD, SUF_RING_DECODE,
+    SUF_RING_FUNCTION, SUF_RING_MATMUL, SUF_RING_MUL, SUF_SIGMA_ACTIVATION, SUF_SIGMA_ROW,
 };
 use suf_fixed::{FixedPoint, Rounding};
 use tract_onnx::pb::NodeProto;
@@ -27,8 +37,13 @@ pub fn onnx() -> tract_onnx::Onnx {
         .insert(SUF_QUANTIZE_BIAS, quantize::parse_bias);
     onnx.op_register.insert(SUF_RING_MATMUL, ring_matmul::parse);
     onnx.op_register
-        .insert(SUF_SIGMA_ACTIVATION, sigma::parse_activation);
-    onnx.op_register.insert(SUF_SIGMA_ROW, sigma::parse_row);
+        .insert(SUF_SIGMA_ACTIVATION, nonlinear::parse);
+    onnx.op_register.insert(SUF_SIGMA_ROW, nonlinear::parse);
+    onnx.op_register.insert(SUF_RING_FUNCTION, nonlinear::parse);
+    onnx.op_register.insert(SUF_ENCODE, encode::parse);
+    onnx.op_register.insert(SUF_RING_DECODE, decode::parse);
+    onnx.op_register.insert(SUF_RING_ADD, binary::parse);
+    onnx.op_register.insert(SUF_RING_MUL, binary::parse);
     onnx
 }
 
@@ -38,7 +53,7 @@ pub(crate) struct SufAttrs {
     pub node: String,
     pub fixed: FixedPoint,
     pub rounding: Rounding,
-    pub emulation: String,
+    pub emulation: Emulation,
 }
 
 impl SufAttrs {
@@ -52,10 +67,11 @@ impl SufAttrs {
             .transpose()
             .map_err(|e| anyhow!("SUF node {}: {e}", node.name))?
             .unwrap_or_default();
-        let emulation = string_attr(node, "emulation").unwrap_or_else(|| "output".into());
-        if !matches!(emulation.as_str(), "output" | "ring" | "sigma") {
-            bail!("SUF node {}: unknown emulation `{emulation}`", node.name);
-        }
+        let emulation = string_attr(node, "emulation")
+            .map(|s| s.parse::<Emulation>())
+            .transpose()
+            .map_err(|e| anyhow!("SUF node {}: {e}", node.name))?
+            .unwrap_or_default();
         Ok(SufAttrs {
             node: node.name.clone(),
             fixed,
@@ -75,6 +91,10 @@ pub(crate) fn int_attr(node: &NodeProto, name: &str) -> TractResult<i64> {
 
 pub(crate) fn opt_int_attr(node: &NodeProto, name: &str) -> Option<i64> {
     node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+pub(crate) fn float_attr(node: &NodeProto, name: &str) -> Option<f32> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.f)
 }
 
 pub(crate) fn string_attr(node: &NodeProto, name: &str) -> Option<String> {

@@ -1,10 +1,13 @@
 //! `SufRingMatMul`: a MatMul/Gemm (and its bias) computed in the ring, levels `ring` and
-//! `sigma`. Operands are encoded at scale f, multiplied exactly at 2f, the bias is added
-//! at 2f, the sum wraps to n bits and is truncated by `shift` bits (suf_fixed::matmul).
+//! `sigma`. Operands are ring tensors (i64) or floats encoded at scale f, multiplied
+//! exactly at 2f, the bias is added at 2f, the sum wraps to n bits and is truncated by
+//! `shift` bits (suf_fixed::matmul). The output is an i64 ring tensor.
 
+use super::ring_io::{record_output, ring_tensor, ring_values};
 use super::{opt_int_attr, SufAttrs};
 use crate::{stats, SUF_RING_MATMUL};
 use std::sync::Arc;
+use crate::options::Emulation;
 use suf_fixed::matmul::{ProductStats, RingMatMul, Strided};
 use suf_fixed::{pow2, FixedPoint, Rounding};
 use tract_onnx::model::ParsingContext;
@@ -17,6 +20,7 @@ use tract_onnx::tract_hir::ops::matmul::compute_shapes;
 pub struct SufRingMatMul {
     pub node: String,
     pub fixed: FixedPoint,
+    pub level: Emulation,
     /// Encoding of operands that are not already on the grid, and of the bias at 2f.
     pub encoding: Rounding,
     /// How the 2f sum returns to scale f.
@@ -27,8 +31,9 @@ pub struct SufRingMatMul {
     /// Multiplier applied after truncation, then truncated by f again: SIGMA's
     /// `T(2^f / sqrt(d))` for attention heads whose sqrt(d) is not a power of two.
     pub post_multiplier: Option<i64>,
-    /// B encoded once when it is a constant (the weights), instead of at every run.
-    pub b_encoded: Option<Arc<Vec<f64>>>,
+    /// B encoded once when it is a constant (the weights), instead of at every run: the
+    /// ring values and their f64 copy for the exact f64 GEMM.
+    pub b_encoded: Option<Arc<(Vec<i64>, Vec<f64>)>>,
 }
 
 impl PartialEq for SufRingMatMul {
@@ -79,6 +84,7 @@ impl SufRingMatMul {
         Ok(SufRingMatMul {
             node: attrs.node,
             fixed: attrs.fixed,
+        level: attrs.emulation,
             encoding: attrs.rounding,
             truncation,
             shift,
@@ -88,15 +94,15 @@ impl SufRingMatMul {
         })
     }
 
-    fn encode(&self, t: &Tensor, what: &str) -> TractResult<Vec<f64>> {
-        let t = t.cast_to::<f32>()?;
-        let xs = t.try_as_plain_ram()?;
-        let xs = xs.as_slice::<f32>()?;
-        let mut out = vec![0f64; xs.len()];
-        self.fixed
-            .encode_slice_f32(xs, self.encoding, &mut out)
-            .map_err(|e| anyhow!("SUF node {}: {what}: {e}", self.node))?;
-        Ok(out)
+    fn encode(&self, t: &Tensor, what: &str) -> TractResult<Vec<i64>> {
+        let f = self.fixed.frac_bits();
+        ring_values(t, self.fixed, self.encoding, f, &self.node, what)
+    }
+
+    fn encode_weights(&self, t: &Tensor) -> TractResult<Arc<(Vec<i64>, Vec<f64>)>> {
+        let q = self.encode(t, "operand B")?;
+        let f = q.iter().map(|&v| v as f64).collect();
+        Ok(Arc::new((q, f)))
     }
 }
 
@@ -123,6 +129,11 @@ impl EvalOp for SufRingMatMul {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(
+            (2..=3).contains(&inputs.len()),
+            "SUF node {}: ring MatMul takes A, B and an optional bias",
+            self.node
+        );
         let (a_shape, b_shape) = (inputs[0].shape().to_vec(), inputs[1].shape().to_vec());
         ensure!(
             a_shape.len() >= 2 && b_shape.len() >= 2,
@@ -137,22 +148,26 @@ impl EvalOp for SufRingMatMul {
             false,
         )?;
         let a = self.encode(&inputs[0], "operand A")?;
-        let b = match &self.b_encoded {
-            Some(b) => b.clone(),
-            None => Arc::new(self.encode(&inputs[1], "operand B")?),
+        let (b, b_f64) = match &self.b_encoded {
+            Some(b) => (std::borrow::Cow::Borrowed(&b.0), Some(&b.1)),
+            None => (std::borrow::Cow::Owned(self.encode(&inputs[1], "operand B")?), None),
         };
         let bias = match inputs.get(2) {
             Some(t) => {
-                let t = t.cast_to::<f32>()?;
-                let vals = t.try_as_plain_ram()?;
-                let vals = vals.as_slice::<f32>()?;
+                ensure!(
+                    t.datum_type() != DatumType::I64,
+                    "SUF node {}: the bias must be a float tensor (it is encoded at scale 2f)",
+                    self.node
+                );
                 let two_f = 2 * self.fixed.frac_bits();
-                Some(
-                    vals.iter()
-                        .map(|&v| self.fixed.encode_at(v as f64, self.encoding, two_f))
-                        .collect::<Result<Vec<i64>, _>>()
-                        .map_err(|e| anyhow!("SUF node {}: bias: {e}", self.node))?,
-                )
+                Some(ring_values(
+                    t,
+                    self.fixed,
+                    self.encoding,
+                    two_f,
+                    &self.node,
+                    "bias",
+                )?)
             }
             None => None,
         };
@@ -187,6 +202,7 @@ impl EvalOp for SufRingMatMul {
             }
             let a_off: usize = index.iter().zip(&a_strides).map(|(i, s)| i * s).sum();
             let b_off: usize = index.iter().zip(&b_strides).map(|(i, s)| i * s).sum();
+            let b_f = b_f64.map(|bf| &bf[b_off..b_off + k * n]);
             let av = Strided {
                 data: &a[a_off..a_off + m * k],
                 rows: m,
@@ -211,7 +227,10 @@ impl EvalOp for SufRingMatMul {
                     col_stride: 1,
                 }
             };
-            total.merge(op.run(av, bv, bias.as_deref(), chunk));
+            let stats = op
+                .run(av, bv, b_f, bias.as_deref(), chunk)
+                .map_err(|e| anyhow!("SUF node {}: {e}", self.node))?;
+            total.merge(stats);
         }
         if let Some(c) = self.post_multiplier {
             let f = self.fixed.frac_bits();
@@ -233,9 +252,8 @@ impl EvalOp for SufRingMatMul {
                 s.elements += total.elements;
             });
         }
-        let inv = pow2(-(self.fixed.frac_bits() as i32));
-        let data: Vec<f32> = out.iter().map(|&q| (q as f64 * inv) as f32).collect();
-        Ok(tvec!(tensor1(&data).into_shape(&c_shape)?.into_tvalue()))
+        record_output(&self.node, self.level, self.fixed, &out);
+        Ok(tvec!(ring_tensor(out, &c_shape)?))
     }
 }
 
@@ -260,7 +278,7 @@ impl TypedOp for SufRingMatMul {
             self.trans_b,
             false,
         )?;
-        Ok(tvec!(f32::fact(c)))
+        Ok(tvec!(i64::fact(c)))
     }
 
     as_op!();
@@ -282,7 +300,7 @@ impl Expansion for RingMatMulInference {
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
         check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].datum_type, i64::datum_type())?;
         let trans_b = self.0.trans_b;
         s.given_2(&inputs[0].shape, &inputs[1].shape, move |s, a, b| {
             let (_, _, _, c) = compute_shapes(a, b, false, trans_b, false)?;
@@ -299,7 +317,7 @@ impl Expansion for RingMatMulInference {
     ) -> TractResult<TVec<OutletId>> {
         let mut op = self.0.clone();
         if let Some(k) = model.outlet_fact(inputs[1])?.konst.clone() {
-            op.b_encoded = Some(Arc::new(op.encode(&k, "operand B")?));
+            op.b_encoded = Some(op.encode_weights(&k)?);
         }
         model.wire_node(prefix, op, inputs)
     }

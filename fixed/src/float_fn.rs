@@ -1,0 +1,226 @@
+//! Level `ring`'s nonlinear functions: the exact float function of the ring value, in f64,
+//! its output encoded back into the ring (docs/ring-transport.md).
+//!
+//! The formulas and their evaluation order are part of the contract (a model-level
+//! reference re-implements them), so every sum runs left to right and the transcendental
+//! functions come from `libm`, not the platform's maths library.
+
+use crate::{FixedError, FixedPoint, Rounding};
+
+/// The largest |q| whose f64 reading is exact (2^53).
+const EXACT_F64: i64 = 1 << 53;
+
+/// One of level `ring`'s float functions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FloatFn {
+    GeluErf,
+    GeluTanh,
+    Silu,
+    Softmax,
+    LayerNorm { eps: f64 },
+    RmsNorm { eps: f64 },
+}
+
+impl FloatFn {
+    pub fn name(self) -> &'static str {
+        match self {
+            FloatFn::GeluErf => "gelu_erf",
+            FloatFn::GeluTanh => "gelu_tanh",
+            FloatFn::Silu => "silu",
+            FloatFn::Softmax => "softmax",
+            FloatFn::LayerNorm { .. } => "layernorm",
+            FloatFn::RmsNorm { .. } => "rmsnorm",
+        }
+    }
+
+    /// True for the functions of a whole row (the last axis).
+    pub fn is_row(self) -> bool {
+        matches!(
+            self,
+            FloatFn::Softmax | FloatFn::LayerNorm { .. } | FloatFn::RmsNorm { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FloatFnError {
+    #[error("ring value {0} is beyond f64's exact range (2^53): the float function's input would be rounded")]
+    Inexact(i64),
+    #[error("{0}")]
+    Fixed(#[from] FixedError),
+    #[error("{what} has {got} values for rows of {want}")]
+    Length {
+        what: &'static str,
+        got: usize,
+        want: usize,
+    },
+}
+
+/// The real a ring value stands for, refusing values an f64 cannot hold exactly.
+fn real(fixed: FixedPoint, q: i64) -> Result<f64, FloatFnError> {
+    if q.unsigned_abs() > EXACT_F64 as u64 {
+        return Err(FloatFnError::Inexact(q));
+    }
+    Ok(fixed.decode(q))
+}
+
+/// An elementwise function of one real.
+pub fn activation(kind: FloatFn, x: f64) -> f64 {
+    match kind {
+        FloatFn::GeluErf => 0.5 * x * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2)),
+        FloatFn::GeluTanh => {
+            0.5 * x * (1.0 + libm::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+        }
+        FloatFn::Silu => x / (1.0 + libm::exp(-x)),
+        _ => unreachable!("{} is a row function", kind.name()),
+    }
+}
+
+/// Evaluates an elementwise function on ring values, in place.
+pub fn activation_slice(
+    kind: FloatFn,
+    fixed: FixedPoint,
+    rounding: Rounding,
+    q: &mut [i64],
+) -> Result<(), FloatFnError> {
+    for v in q.iter_mut() {
+        *v = fixed.encode(activation(kind, real(fixed, *v)?), rounding)?;
+    }
+    Ok(())
+}
+
+/// The parameters of a row function: a norm's scale and shift as reals on the grid.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowParams {
+    pub gamma: Vec<f64>,
+    pub beta: Vec<f64>,
+}
+
+/// Evaluates a row function over one row of ring values; `masked` marks softmax entries
+/// that take no part (they output 0).
+pub fn row(
+    kind: FloatFn,
+    fixed: FixedPoint,
+    rounding: Rounding,
+    q: &[i64],
+    masked: Option<&[bool]>,
+    params: &RowParams,
+) -> Result<Vec<i64>, FloatFnError> {
+    let x = q
+        .iter()
+        .map(|&v| real(fixed, v))
+        .collect::<Result<Vec<f64>, _>>()?;
+    let c = x.len() as f64;
+    let check = |what, v: &[f64]| {
+        if v.len() == x.len() {
+            Ok(())
+        } else {
+            Err(FloatFnError::Length {
+                what,
+                got: v.len(),
+                want: x.len(),
+            })
+        }
+    };
+    let y: Vec<f64> = match kind {
+        FloatFn::Softmax => {
+            let live = |i: usize| masked.is_none_or(|m| !m[i]);
+            let m = (0..x.len())
+                .filter(|&i| live(i))
+                .map(|i| x[i])
+                .fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = (0..x.len())
+                .map(|i| if live(i) { libm::exp(x[i] - m) } else { 0.0 })
+                .collect();
+            let s: f64 = e.iter().fold(0.0, |acc, v| acc + v);
+            e.iter()
+                .map(|&v| if s > 0.0 { v / s } else { 0.0 })
+                .collect()
+        }
+        FloatFn::LayerNorm { eps } => {
+            check("gamma", &params.gamma)?;
+            check("beta", &params.beta)?;
+            let mu = x.iter().fold(0.0, |acc, v| acc + v) / c;
+            let v = x.iter().fold(0.0, |acc, xi| acc + (xi - mu) * (xi - mu)) / c;
+            let sd = libm::sqrt(v + eps);
+            x.iter()
+                .zip(params.gamma.iter().zip(&params.beta))
+                .map(|(xi, (g, b))| (xi - mu) / sd * g + b)
+                .collect()
+        }
+        FloatFn::RmsNorm { eps } => {
+            check("gamma", &params.gamma)?;
+            let ms = x.iter().fold(0.0, |acc, xi| acc + xi * xi) / c;
+            let r = libm::sqrt(ms + eps);
+            x.iter()
+                .zip(&params.gamma)
+                .map(|(xi, g)| xi / r * g)
+                .collect()
+        }
+        _ => x.iter().map(|&v| activation(kind, v)).collect(),
+    };
+    y.into_iter()
+        .map(|v| fixed.encode(v, rounding).map_err(FloatFnError::from))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fx() -> FixedPoint {
+        FixedPoint::new(37, 12).unwrap()
+    }
+
+    #[test]
+    fn gelu_of_one_is_the_rounded_exact_value() {
+        let mut q = [4096i64, -4096, 0];
+        activation_slice(FloatFn::GeluErf, fx(), Rounding::Round, &mut q).unwrap();
+        // GELU(1) = 0.8413447460685429, GELU(-1) = -0.15865525393145707 (erf form).
+        assert_eq!(q, [3446, -650, 0]);
+    }
+
+    #[test]
+    fn softmax_leaves_masked_entries_out() {
+        let q = [4096, 8192, 4096 * 100];
+        let y = row(
+            FloatFn::Softmax,
+            fx(),
+            Rounding::Round,
+            &q,
+            Some(&[false, false, true]),
+            &RowParams::default(),
+        )
+        .unwrap();
+        // e^-1 / (1 + e^-1) = 0.2689414213699951 -> 1101.58 -> 1102.
+        assert_eq!(y, [1102, 2994, 0]);
+    }
+
+    #[test]
+    fn layernorm_normalises_with_epsilon() {
+        let q = [4096, 8192, 12288, 16384];
+        let p = RowParams {
+            gamma: vec![1.0; 4],
+            beta: vec![0.0; 4],
+        };
+        let y = row(
+            FloatFn::LayerNorm { eps: 1e-12 },
+            fx(),
+            Rounding::Round,
+            &q,
+            None,
+            &p,
+        )
+        .unwrap();
+        // (x - 2.5) / sqrt(1.25): -1.3416, -0.4472, 0.4472, 1.3416.
+        assert_eq!(y, [-5495, -1832, 1832, 5495]);
+    }
+
+    #[test]
+    fn values_beyond_f64_are_refused() {
+        let fixed = FixedPoint::new(64, 12).unwrap();
+        let mut q = [(1i64 << 53) + 1];
+        let e = activation_slice(FloatFn::Silu, fixed, Rounding::Round, &mut q).unwrap_err();
+        assert!(matches!(e, FloatFnError::Inexact(_)));
+    }
+}
