@@ -186,14 +186,22 @@ pub fn compare(ring: &Ring, trace: &Trace, p: &Pipeline, extra: &[String]) -> Op
             lines.push(format!("first SUF tensor whose values differ: {}", v.line));
         }
     }
-    let shown = |f: &&Failing| {
+    let not_shown = |f: &&Failing| {
         !first_any.is_some_and(|a| std::ptr::eq(*f, a))
             && !first_value.is_some_and(|v| std::ptr::eq(*f, v))
     };
-    let differ: Vec<&Failing> = failing.iter().filter(shown).filter(|f| f.values).collect();
-    let other: Vec<&Failing> = failing.iter().filter(shown).filter(|f| !f.values).collect();
+    let differ: Vec<&Failing> = failing
+        .iter()
+        .filter(not_shown)
+        .filter(|f| f.values)
+        .collect();
+    let other: Vec<&Failing> = failing
+        .iter()
+        .filter(not_shown)
+        .filter(|f| !f.values)
+        .collect();
     lines.push(format!(
-        "{} reference tensors: {reproduced} reproduced; problems: {} with differing values, {} with equal values",
+        "{} reference tensors: {reproduced} reproduced, {} with differing values, {} with equal values but another problem",
         trace.tensors.len(),
         failing.iter().filter(|f| f.values).count(),
         failing.iter().filter(|f| !f.values).count(),
