@@ -142,8 +142,25 @@ mod tests {
     fn rsqrt_tables_of_unshipped_widths_are_generated() {
         for c in [512, 960] {
             let d = descriptor(&rsqrt_name(c)).unwrap();
-            assert_eq!(d, suf_fixed::tables::rsqrt(c as i64).unwrap());
+            assert_eq!(*d, suf_fixed::tables::rsqrt(c as i64).unwrap());
         }
+    }
+
+    #[test]
+    fn a_file_overrides_the_generated_table() {
+        // A width no other test asks for: the process-wide cache and directory are then
+        // this test's alone (other tests find no file of their names in it and are unaffected).
+        let name = rsqrt_name(999);
+        let mut d = suf_fixed::tables::rsqrt(999).unwrap();
+        d.version += 1000;
+        let dir = std::env::temp_dir().join(format!("suf-approx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.json")), d.to_json_pretty()).unwrap();
+        std::env::set_var(APPROX_DIR_ENV, &dir);
+        let loaded = descriptor(&name).unwrap();
+        std::env::remove_var(APPROX_DIR_ENV);
+        assert_eq!(*loaded, d);
+        assert_ne!(*loaded, suf_fixed::tables::rsqrt(999).unwrap());
     }
 
     #[test]
