@@ -107,19 +107,14 @@ pub fn diagnose(opts: &DiagnoseOptions) -> Result<Diagnosis> {
 
     let proto = suf::load_model(&model_path)?;
     let rewritten = suf::compile(&proto, n_bits, frac_bits, &opts.level)?;
-    let nodes = suf_nodes(&rewritten);
+    let normalized = suf::normalized(&proto);
+    let nodes = suf_nodes(&rewritten, &normalized);
+    let float_probes: Vec<String> = nodes.iter().map(|n| float_tensor(&n.tensor)).collect();
     let probes: Vec<String> = nodes.iter().map(|n| n.tensor.clone()).collect();
     let framework = suf::framework();
     let dir = model_path.parent();
-    let float = Engine::with_probes(
-        &framework,
-        &suf::normalized(&proto),
-        dir,
-        1,
-        global.seq_len,
-        &probes,
-    )
-    .context("float graph")?;
+    let float = Engine::with_probes(&framework, &normalized, dir, 1, global.seq_len, &float_probes)
+        .context("float graph")?;
     let fixed = Engine::with_probes(&framework, &rewritten, dir, 1, global.seq_len, &probes)
         .with_context(|| format!("SUF graph ({})", opts.level))?;
 
@@ -131,7 +126,7 @@ pub fn diagnose(opts: &DiagnoseOptions) -> Result<Diagnosis> {
             let a = float.run_all(&tb).context("float graph")?;
             let b = fixed.run_all(&tb).context("SUF graph")?;
             for (k, e) in acc.iter_mut().enumerate() {
-                e.add(plain(&a[k + 1])?, plain(&b[k + 1])?);
+                e.add(&reals(&a[k + 1], frac_bits)?, &reals(&b[k + 1], frac_bits)?);
             }
         }
         Ok(())
@@ -191,14 +186,38 @@ pub fn diagnose(opts: &DiagnoseOptions) -> Result<Diagnosis> {
 }
 
 /// The SUF nodes of a rewritten graph, in graph order, with the tensor each produces.
-fn suf_nodes(model: &suf_compiler::ModelProto) -> Vec<NodeDiagnosis> {
-    let Some(graph) = model.graph.as_ref() else {
+/// The float graph's name for a SUF tensor: a graph output's ring tensor is
+/// `<output>.ring` (docs/ring-transport.md).
+fn float_tensor(suf_tensor: &str) -> String {
+    suf_tensor
+        .strip_suffix(".ring")
+        .unwrap_or(suf_tensor)
+        .to_string()
+}
+
+/// The SUF nodes whose output has a counterpart in the float graph (decodes into float
+/// islands and encodes of float operands have none).
+fn suf_nodes(
+    model: &suf_compiler::ModelProto,
+    float: &suf_compiler::ModelProto,
+) -> Vec<NodeDiagnosis> {
+    let (Some(graph), Some(float)) = (model.graph.as_ref(), float.graph.as_ref()) else {
         return vec![];
     };
+    let float_tensors: std::collections::HashSet<&str> = float
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
     graph
         .node
         .iter()
         .filter(|n| n.domain == suf_compiler::SUF_DOMAIN)
+        .filter(|n| {
+            n.output
+                .first()
+                .is_some_and(|o| float_tensors.contains(float_tensor(o).as_str()))
+        })
         .enumerate()
         .map(|(index, n)| NodeDiagnosis {
             index,
@@ -240,9 +259,18 @@ pub fn layer_of(name: &str) -> Option<u32> {
     })
 }
 
-fn plain(t: &tract_onnx::prelude::TValue) -> Result<&[f32]> {
-    t.try_as_plain_ram()?.as_slice::<f32>()
+/// A probed tensor as reals: f32 as it is, an i64 ring tensor decoded exactly (q * 2^-f).
+fn reals(t: &tract_onnx::prelude::TValue, frac_bits: u32) -> Result<Vec<f64>> {
+    use tract_onnx::prelude::DatumType;
+    let plain = t.try_as_plain_ram()?;
+    Ok(if t.datum_type() == DatumType::I64 {
+        let scale = suf_fixed::pow2(-(frac_bits as i32));
+        plain.as_slice::<i64>()?.iter().map(|&q| q as f64 * scale).collect()
+    } else {
+        plain.as_slice::<f32>()?.iter().map(|&x| x as f64).collect()
+    })
 }
+
 
 #[derive(Debug, Clone, Default)]
 struct ErrorAcc {
@@ -253,9 +281,8 @@ struct ErrorAcc {
 }
 
 impl ErrorAcc {
-    fn add(&mut self, a: &[f32], b: &[f32]) {
+    fn add(&mut self, a: &[f64], b: &[f64]) {
         for (&x, &y) in a.iter().zip(b) {
-            let (x, y) = (x as f64, y as f64);
             self.max_abs = self.max_abs.max((x - y).abs());
             self.dot += x * y;
             self.aa += x * x;

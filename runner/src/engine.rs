@@ -214,7 +214,9 @@ impl Engine {
         // Validate once so reading it later cannot fail.
         out.try_as_plain_ram()?.as_slice::<f32>()?;
         for (p, t) in self.probes.iter().zip(outputs.iter_mut().skip(1)) {
-            if t.datum_type() != DatumType::F32 {
+            // i64 probes are ring tensors (levels ring, sigma): the caller decodes them
+            // exactly; a cast to f32 would round them.
+            if t.datum_type() != DatumType::F32 && t.datum_type() != DatumType::I64 {
                 *t = t
                     .cast_to::<f32>()
                     .with_context(|| format!("probe {p}"))?
