@@ -28,6 +28,8 @@ pub struct SufTally {
     pub graph: GraphTally,
     pub agree: u64,
     pub diff: DiffAcc,
+    /// Levels ring and sigma: the largest |value| a SUF node carried (real units).
+    pub max_abs_carried: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -137,6 +137,10 @@ fn merge_row(parts: &[&RowReport]) -> Result<RowReport> {
                     e.counts.merge(&s.counts);
                     e.agree += s.agree;
                     e.runtime_s += s.runtime_s;
+                    e.max_abs_carried = match (e.max_abs_carried, s.max_abs_carried) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    };
                     let mut d = DiffAcc::from_stats(&e.diff)?;
                     d.merge(&DiffAcc::from_stats(&s.diff)?);
                     e.diff = d.to_stats();

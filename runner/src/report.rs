@@ -81,6 +81,13 @@ pub struct SufSection {
     pub agreement: f64,
     pub logit_abs_diff: LogitDiff,
     pub runtime_s: f64,
+    /// Levels ring and sigma: the largest |value| (real units) any SUF node carried between
+    /// nodes. Every one was carried exactly (an i64 ring tensor): a value that could not be
+    /// would have stopped the run with an error naming the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_abs_carried: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_transport: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +112,9 @@ pub struct SufCounts {
     pub agree: u64,
     pub diff: DiffStats,
     pub runtime_s: f64,
+    /// Shards merge it as the maximum of their maxima (exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_abs_carried: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -236,6 +246,8 @@ impl RowReport {
                         max: diff.max,
                     },
                     runtime_s: s.runtime_s,
+                    max_abs_carried: s.max_abs_carried,
+                    exact_transport: s.max_abs_carried.map(|_| true),
                 },
             );
             self.delta_pp.insert(
@@ -271,6 +283,7 @@ pub fn counts_from_tally(t: &RowTally) -> RowCounts {
                         agree: s.agree,
                         diff: s.diff.to_stats(),
                         runtime_s: s.graph.runtime.as_secs_f64(),
+                        max_abs_carried: s.max_abs_carried,
                     },
                 )
             })
@@ -591,6 +604,7 @@ mod tests {
             agree: 3,
             diff: diff.to_stats(),
             runtime_s: 1.0,
+            max_abs_carried: None,
         };
         r.fill_from_counts(RowCounts {
             float,

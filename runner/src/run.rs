@@ -387,9 +387,16 @@ impl RowContext<'_> {
                 .progress_chars("=> "),
         );
         progress.set_prefix(row.id.clone());
-        let evaluation =
+        suf_compiler::stats::reset_carried();
+        let mut evaluation =
             evaluate::evaluate(inputs, indices, &float, &suf_engines, self.pool, &progress)?;
         progress.finish_and_clear();
+        for (level, tally) in evaluation.tally.suf.iter_mut() {
+            let level: suf_compiler::Emulation = level.parse().map_err(|e: String| anyhow!(e))?;
+            if level.carries_ring() {
+                tally.max_abs_carried = Some(suf_compiler::stats::carried_max(level));
+            }
+        }
         drop(suf_engines);
         let mut min_bits = BTreeMap::new();
         if let (Some(tolerance_pp), Some(proto)) = (self.opts.find_min_bits, &proto) {
@@ -462,8 +469,12 @@ fn log_row(r: &RowReport) {
         .suf
         .iter()
         .map(|(l, s)| {
+            let carried = s
+                .max_abs_carried
+                .map(|m| format!(", max |x| carried exactly {m}"))
+                .unwrap_or_default();
             format!(
-                "SUF[{l}] {:.2}% (agreement {:.2}%)",
+                "SUF[{l}] {:.2}% (agreement {:.2}%{carried})",
                 s.acc * 100.0,
                 s.agreement * 100.0
             )
