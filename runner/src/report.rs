@@ -500,6 +500,17 @@ fn levels_table(report: &Report) -> String {
             .map(|m| m.tolerance_pp)
             .next()
             .unwrap_or(0.0);
+        // One example is 100/examples pp; a tolerance below it means "no example changed".
+        let examples = rows.iter().map(|r| r.examples).min().unwrap_or(1).max(1);
+        let resolution = 100.0 / examples as f64;
+        out.push_str(&format!(
+            "Resolution: one example = {resolution:.3} pp ({examples} examples){}. ",
+            if tol < resolution {
+                "; the tolerance is below it, so within means no example changed"
+            } else {
+                ""
+            }
+        ));
         out.push_str(&format!(
             "min n: the smallest ring size whose accuracy stays within {tol} pp of float (f fixed), \
              found from the overflow statistics and confirmed by evaluation; (p) is the no-wrap prediction. \
