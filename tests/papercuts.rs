@@ -311,12 +311,16 @@ fn bitwidth_search_reports_its_resolution_and_agreement() {
         "{err}"
     );
     assert!(
-        err.contains("n=64 acc") && err.contains("agreement"),
+        err.contains("n=64: acc") && err.contains("agreement"),
         "{err}"
     );
     let md = std::fs::read_to_string(&md).unwrap();
     assert!(
         md.contains("Resolution: one example = 6.250 pp (16 examples)"),
         "{md}"
+    );
+    assert!(
+        md.contains("- bert-tiny-substitute-sst2 output: 64: "),
+        "every searched ring with its agreement: {md}"
     );
 }

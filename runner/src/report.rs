@@ -531,7 +531,7 @@ fn levels_table(report: &Report) -> String {
     let cols = levels.len() * if searched { 2 } else { 1 } + 1;
     out.push_str(&"---|".repeat(cols));
     out.push('\n');
-    for r in rows {
+    for r in &rows {
         let f = r.float.as_ref().expect("filtered above");
         out.push_str(&format!(
             "| {} | {} | {} |",
@@ -557,6 +557,35 @@ fn levels_table(report: &Report) -> String {
             }
         }
         out.push_str(&format!(" {} |\n", r.sigma_ref.bitwidth));
+    }
+    if searched {
+        out.push_str(&searched_rings(&rows, &levels));
+    }
+    out
+}
+
+/// Every ring the search evaluated, with accuracy and float agreement, so the answer can be
+/// read against the evidence.
+fn searched_rings(rows: &[&RowReport], levels: &[&str]) -> String {
+    let mut out = String::from("\nSearched rings (n: accuracy %, agreement with float %):\n\n");
+    for r in rows {
+        for l in levels {
+            if let Some(m) = r.min_bits.get(*l) {
+                let trials: Vec<String> = m
+                    .trials
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{}: {} / {}",
+                            t.n_bits,
+                            fmt_pct(t.acc),
+                            fmt_pct(t.agreement)
+                        )
+                    })
+                    .collect();
+                out.push_str(&format!("- {} {l}: {}\n", r.id, trials.join("; ")));
+            }
+        }
     }
     out
 }

@@ -469,24 +469,6 @@ impl RowContext<'_> {
                 let found = search
                     .run(level)
                     .with_context(|| format!("--find-min-bits, level {level}"))?;
-                let trials: Vec<String> = found
-                    .trials
-                    .iter()
-                    .map(|t| {
-                        format!(
-                            "n={} acc {:.2}% ({:+.2} pp) agreement {:.2}%",
-                            t.n_bits,
-                            t.acc * 100.0,
-                            t.delta_pp,
-                            t.agreement * 100.0
-                        )
-                    })
-                    .collect();
-                eprintln!(
-                    "row {}: min-bits {level} trials: {}",
-                    row.id,
-                    trials.join("; ")
-                );
                 eprintln!(
                     "row {}: min-bits {level}: {} (no-wrap prediction {}, row's n_bits {})",
                     row.id,
