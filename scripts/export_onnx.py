@@ -1,15 +1,24 @@
 #!/usr/bin/env python3
-"""Export the Table 4 checkpoints (SPEC.md section 6) to ONNX for suf-run, or random-weight
-models of the exact Table 4 architectures (labelled random) for graph and speed checks.
+"""Export a Hugging Face checkpoint to ONNX for suf: any sequence classifier (BERT family) or
+causal LM (GPT family) by hub id or local directory (--hf), the Table 4 checkpoints
+(SPEC.md section 6), or random-weight models of the exact Table 4 architectures (labelled
+random) for graph and speed checks.
 
-Needs internet for the checkpoints (Hugging Face hub); --random-arch needs none.
+Needs torch + transformers (scripts/requirements.txt); --help needs neither. Hub ids need
+internet; a local directory (config.json, weights, tokenizer files) and --random-arch do not.
 Exporter settings are the ones suf is tested with (SPEC.md section 7): the legacy TorchScript
 exporter (dynamo=False), eval mode, eager attention, fixed seq 128, dynamic batch,
 inputs input_ids / attention_mask (+ token_type_ids for BERT), output "logits".
 
+  python3 scripts/export_onnx.py --hf textattack/bert-base-uncased-SST-2 --family bert --out models/my-sst2.onnx
+  python3 scripts/export_onnx.py --hf ./my-finetuned-checkpoint --family gpt --out models/my-lm.onnx
   python3 scripts/export_onnx.py --all                       # every Table 4 row -> models/<id>.onnx
   python3 scripts/export_onnx.py --row bert-base-sst2
   python3 scripts/export_onnx.py --random-arch gpt2 --out models/random-gpt2.onnx
+
+--hf writes <out>.onnx, <out stem>.tokenizer.json (the checkpoint's tokenizer, for suf-run
+--tokenizer) and <out stem>.export.json (source, revision, id2label, sha256), then prints the
+suf-run command that evaluates it.
 
 REVISION PINNING: the revisions below are "main" because no machine this project runs on
 can reach the hub to read commit hashes. Record the hash you exported (printed, and written
@@ -20,9 +29,7 @@ import hashlib
 import json
 import os
 
-import torch
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification,
-                          AutoTokenizer)
+# torch and transformers are imported where they are used, so that --help works without them.
 
 SEQ = 128
 # row id -> (hub id, revision, family)
@@ -50,18 +57,23 @@ RANDOM_ARCHS = {
 }
 
 
-class ByName(torch.nn.Module):
+def ByName(model, names):
     """Keyword call: the positional order of forward() differs between model classes."""
+    import torch
 
-    def __init__(self, model, names):
-        super().__init__()
-        self.model, self.names = model, names
+    class _ByName(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model, self.names = model, names
 
-    def forward(self, *args):
-        return self.model(**dict(zip(self.names, args)), use_cache=False).logits
+        def forward(self, *args):
+            return self.model(**dict(zip(self.names, args)), use_cache=False).logits
+
+    return _ByName()
 
 
 def export(model, family, path):
+    import torch
     model = model.eval()
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if family == "bert" else [])
     feeds = tuple(torch.ones(1, SEQ, dtype=torch.long) for _ in names)
@@ -80,22 +92,38 @@ def export(model, family, path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def export_checkpoint(row, out_dir):
-    hub, rev, family = CHECKPOINTS[row]
+def export_hf(source, family, path, revision=None, row=None):
+    """Any checkpoint, by hub id or local directory: the model, its tokenizer and a record."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
     cls = AutoModelForSequenceClassification if family == "bert" else AutoModelForCausalLM
-    model = cls.from_pretrained(hub, revision=rev, attn_implementation="eager", torch_dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(hub, revision=rev)
-    path = os.path.join(out_dir, f"{row}.onnx")
+    kw = {"revision": revision} if revision else {}
+    model = cls.from_pretrained(source, attn_implementation="eager", torch_dtype=torch.float32, **kw)
+    tok = AutoTokenizer.from_pretrained(source, **kw)
     sha = export(model, family, path)
-    tok.backend_tokenizer.save(os.path.join(out_dir, f"{row}.tokenizer.json"))
-    info = {"row": row, "hub_id": hub, "revision": rev, "resolved_commit": getattr(model.config, "_commit_hash", None),
-            "id2label": model.config.id2label, "onnx_sha256": sha}
-    with open(os.path.join(out_dir, f"{row}.export.json"), "w") as f:
+    stem = path[:-5] if path.endswith(".onnx") else path
+    tok_path = stem + ".tokenizer.json"
+    tok.backend_tokenizer.save(tok_path)
+    info = {"source": source, "family": family, "revision": revision,
+            "resolved_commit": getattr(model.config, "_commit_hash", None),
+            "id2label": {int(k): v for k, v in model.config.id2label.items()} if family == "bert" else None,
+            "tokenizer": tok_path, "onnx": path, "onnx_sha256": sha}
+    if row:
+        info = {"row": row, "hub_id": source, **info}
+    with open(stem + ".export.json", "w") as f:
         json.dump(info, f, indent=1)
     print(json.dumps(info))
+    return info
+
+
+def export_checkpoint(row, out_dir):
+    hub, rev, family = CHECKPOINTS[row]
+    export_hf(hub, family, os.path.join(out_dir, f"{row}.onnx"), revision=rev, row=row)
 
 
 def export_random(arch, path):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
     base, overrides = RANDOM_ARCHS[arch]
     torch.manual_seed(0)
     config = AutoConfig.for_model(base, **overrides)
@@ -111,12 +139,28 @@ def export_random(arch, path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--row", choices=sorted(CHECKPOINTS), action="append", default=[])
-    ap.add_argument("--all", action="store_true")
+    ap.add_argument("--hf", metavar="ID_OR_DIR",
+                    help="any checkpoint: a Hugging Face hub id or a local directory")
+    ap.add_argument("--family", choices=["bert", "gpt"],
+                    help="with --hf: bert = sequence classifier (GLUE), gpt = causal LM (LAMBADA)")
+    ap.add_argument("--revision", help="with --hf: hub revision (commit hash) to pin")
+    ap.add_argument("--row", choices=sorted(CHECKPOINTS), action="append", default=[],
+                    help="a Table 4 row of configs/accuracy_table4.json")
+    ap.add_argument("--all", action="store_true", help="every Table 4 row")
     ap.add_argument("--random-arch", choices=sorted(RANDOM_ARCHS))
     ap.add_argument("--out-dir", default="models")
-    ap.add_argument("--out", help="output path for --random-arch")
+    ap.add_argument("--out", help="output .onnx for --hf and --random-arch")
     args = ap.parse_args()
+    if args.hf:
+        if not args.family:
+            ap.error("--hf needs --family bert|gpt")
+        out = args.out or os.path.join(args.out_dir, os.path.basename(args.hf.rstrip("/")) + ".onnx")
+        info = export_hf(args.hf, args.family, out, revision=args.revision)
+        task, data = (("glue/sst2", "../shared/data/glue-sst2/dev.tsv") if args.family == "bert"
+                      else ("lambada_openai", "../shared/data/lambada_openai/lambada_test.jsonl"))
+        print(f"evaluate it (pick the --task and --data of your checkpoint):\n"
+              f"  cargo run --release --bin suf-run -- --model {out} --tokenizer {info['tokenizer']} "
+              f"--task {task} --data {data} --n-bits 37")
     if args.random_arch:
         export_random(args.random_arch, args.out or os.path.join(args.out_dir, f"random-{args.random_arch}.onnx"))
     for row in (sorted(CHECKPOINTS) if args.all else args.row):

@@ -1,5 +1,5 @@
 //! `suf-run` end to end on the shipped exporter fixtures (tests/fixtures) and the real data in
-//! ../shared: the smoke config as a user runs it, and one BERT and one GPT row with
+//! ../shared: the fixture config as a user runs it, and one BERT and one GPT row with
 //! `--max-examples 20`, then every emulation level and the bitwidth search on the BERT row.
 
 use std::path::Path;
@@ -35,7 +35,7 @@ fn smoke_config_writes_both_reports() {
     let (json, md) = (dir.path().join("s.json"), dir.path().join("s.md"));
     let out = suf_run(&[
         "--config",
-        "configs/smoke.json",
+        "configs/fixtures.json",
         "--out-json",
         json.to_str().unwrap(),
         "--out-md",
@@ -71,7 +71,7 @@ fn one_bert_row_and_one_gpt_row_with_max_examples_20() {
         let json = dir.path().join(format!("{row}.json"));
         let out = suf_run(&[
             "--config",
-            "configs/smoke.json",
+            "configs/fixtures.json",
             "--rows",
             row,
             "--max-examples",
@@ -103,7 +103,7 @@ fn every_level_and_the_bitwidth_search_on_the_bert_fixture() {
     let (json, md) = (dir.path().join("levels.json"), dir.path().join("levels.md"));
     let out = suf_run(&[
         "--config",
-        "configs/smoke.json",
+        "configs/fixtures.json",
         "--rows",
         "fixture-bert-tiny-sst2",
         "--max-examples",

@@ -2,10 +2,12 @@
 
 use crate::dump::{dump, DumpFormat};
 use crate::onnx_io::{load_model, save_model, write_atomic};
+use crate::outpath::check_writable;
 use crate::pass::{compile, CompileOptions, Emulation};
 use crate::patterns::OpKind;
-use anyhow::{Context, Result};
-use clap::Parser;
+use crate::rewritten;
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,11 +31,13 @@ struct Args {
     #[arg(long, default_value_t = DEFAULT_FRAC_BITS)]
     frac_bits: u32,
     /// Encoding rule: round (to nearest, ties to even) or trunc (toward zero, SIGMA's cast).
-    #[arg(long, default_value = "round", value_parser = parse_rounding)]
-    rounding: Rounding,
-    /// Emulation level (SPEC section 2).
-    #[arg(long, default_value = "output", value_parser = parse_emulation)]
-    emulation: Emulation,
+    /// Default: round; trunc at --emulation sigma, whose algorithms are defined with it.
+    #[arg(long, value_enum)]
+    rounding: Option<RoundingArg>,
+    /// Emulation level (SPEC section 2): output (ops in float, outputs encoded), ring
+    /// (ring-exact products), sigma (ring + SIGMA's own nonlinear algorithms).
+    #[arg(long, value_enum, default_value_t = EmulationArg::Output)]
+    emulation: EmulationArg,
     /// Only insert SUF nodes after these op kinds (comma-separated).
     #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
     only: Option<Vec<OpKind>>,
@@ -50,25 +54,77 @@ struct Args {
     /// Also write a dump of the rewritten graph.
     #[arg(long)]
     dump: Option<PathBuf>,
-    /// Dump format: text, dot or json.
-    #[arg(long, default_value = "text", value_parser = parse_format)]
-    dump_format: DumpFormat,
+    /// Dump format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    dump_format: FormatArg,
 }
 
-fn parse_rounding(s: &str) -> Result<Rounding, String> {
-    match s {
-        "floor" => Err("--rounding floor is not an encoding rule (use round or trunc)".into()),
-        _ => s.parse().map_err(|e: suf_fixed::FixedError| e.to_string()),
+/// Encoding rules a user may pick (floor is a truncation rule, not an encoding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RoundingArg {
+    Round,
+    Trunc,
+}
+
+impl From<RoundingArg> for Rounding {
+    fn from(r: RoundingArg) -> Self {
+        match r {
+            RoundingArg::Round => Rounding::Round,
+            RoundingArg::Trunc => Rounding::Trunc,
+        }
     }
 }
-fn parse_emulation(s: &str) -> Result<Emulation, String> {
-    s.parse()
+
+/// Mirrors `Emulation` so that `--help` lists the levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EmulationArg {
+    Output,
+    Ring,
+    Sigma,
 }
+
+impl From<EmulationArg> for Emulation {
+    fn from(e: EmulationArg) -> Self {
+        match e {
+            EmulationArg::Output => Emulation::Output,
+            EmulationArg::Ring => Emulation::Ring,
+            EmulationArg::Sigma => Emulation::Sigma,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FormatArg {
+    Text,
+    Dot,
+    Json,
+}
+
+impl From<FormatArg> for DumpFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Text => DumpFormat::Text,
+            FormatArg::Dot => DumpFormat::Dot,
+            FormatArg::Json => DumpFormat::Json,
+        }
+    }
+}
+
 fn parse_kind(s: &str) -> Result<OpKind, String> {
     s.parse()
 }
-fn parse_format(s: &str) -> Result<DumpFormat, String> {
-    s.parse()
+
+/// The encoding rule to compile with. Level sigma is SIGMA's arithmetic, which truncates;
+/// asking for round there would be silently overridden, so it is an error instead.
+fn rounding_for(emulation: Emulation, asked: Option<RoundingArg>) -> Result<Rounding> {
+    match (emulation, asked) {
+        (Emulation::Sigma, Some(RoundingArg::Round)) => bail!(
+            "--rounding round cannot be used with --emulation sigma: SIGMA's algorithms encode \
+             by truncation (leave --rounding out, or use --emulation output|ring)"
+        ),
+        (Emulation::Sigma, _) => Ok(Rounding::Trunc),
+        (_, asked) => Ok(asked.map_or(Rounding::Round, Rounding::from)),
+    }
 }
 
 pub fn main() -> i32 {
@@ -90,19 +146,37 @@ pub fn main() -> i32 {
 
 fn run(args: Args) -> Result<()> {
     let fixed = FixedPoint::new(args.n_bits, args.frac_bits)?;
+    let emulation = Emulation::from(args.emulation);
+    let rounding = rounding_for(emulation, args.rounding)?;
+    check_writable(&args.output, "-o")?;
+    if let Some(d) = &args.dump {
+        check_writable(d, "--dump")?;
+    }
     let model = load_model(&args.model)?;
+    rewritten::refuse(&model, &args.model.display().to_string())?;
     let opts = CompileOptions {
         fixed,
-        rounding: args.rounding,
-        emulation: args.emulation,
+        rounding,
+        emulation,
         only: args.only.map(|v| v.into_iter().collect()),
         skip: args.skip.into_iter().collect::<BTreeSet<_>>(),
         lower: args.lower,
     };
-    let compiled =
+    let mut compiled =
         compile(&model, &opts).with_context(|| format!("compiling {}", args.model.display()))?;
+    rewritten::mark(
+        &mut compiled.model,
+        &format!(
+            "n_bits={} frac_bits={} rounding={} emulation={} lowered={}",
+            args.n_bits, args.frac_bits, rounding, emulation, args.lower
+        ),
+    );
     if let Some(path) = &args.dump {
-        let text = dump(&compiled.model, Some(&compiled.summary), args.dump_format)?;
+        let text = dump(
+            &compiled.model,
+            Some(&compiled.summary),
+            args.dump_format.into(),
+        )?;
         write_atomic(path, text.as_bytes())?;
     }
     save_model(&compiled.model, &args.output)?;
@@ -111,4 +185,26 @@ fn run(args: Args) -> Result<()> {
     let _ = write!(out, "{}", compiled.summary);
     let _ = writeln!(out, "wrote {}", args.output.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigma_truncates_and_refuses_an_explicit_round() {
+        assert_eq!(
+            rounding_for(Emulation::Sigma, None).unwrap(),
+            Rounding::Trunc
+        );
+        assert_eq!(
+            rounding_for(Emulation::Sigma, Some(RoundingArg::Trunc)).unwrap(),
+            Rounding::Trunc
+        );
+        assert!(rounding_for(Emulation::Sigma, Some(RoundingArg::Round)).is_err());
+        assert_eq!(
+            rounding_for(Emulation::Ring, None).unwrap(),
+            Rounding::Round
+        );
+    }
 }

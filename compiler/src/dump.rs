@@ -82,6 +82,24 @@ fn attr_text(a: &AttributeProto) -> String {
     format!("{}={value}", a.name)
 }
 
+/// An attribute as a typed JSON value: tools read `"n_bits": 37`, not `"37"`.
+fn attr_json(a: &AttributeProto) -> Value {
+    match AttributeType::try_from(a.r#type).unwrap_or(AttributeType::Undefined) {
+        AttributeType::Int => json!(a.i),
+        AttributeType::Float => json!(a.f),
+        AttributeType::String => json!(String::from_utf8_lossy(&a.s)),
+        AttributeType::Ints => json!(a.ints),
+        AttributeType::Floats => json!(a.floats),
+        AttributeType::Strings => json!(a
+            .strings
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect::<Vec<_>>()),
+        AttributeType::Tensor => json!("<tensor>"),
+        _ => json!("<...>"),
+    }
+}
+
 fn text(graph: &GraphProto, summary: Option<&Summary>) -> String {
     let shapes = known_shapes(graph);
     let with_shape = |name: &String| match shapes.get(name.as_str()) {
@@ -190,13 +208,7 @@ fn json_value(graph: &GraphProto, summary: Option<&Summary>) -> Value {
                 .attribute
                 .iter()
                 .filter(|a| a.name != "value")
-                .map(|a| {
-                    let (k, v) = attr_text(a)
-                        .split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .unwrap_or_default();
-                    (k, Value::String(v))
-                })
+                .map(|a| (a.name.clone(), attr_json(a)))
                 .collect();
             json!({
                 "index": i, "name": n.name, "op": n.op_type,

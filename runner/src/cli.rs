@@ -1,13 +1,19 @@
-//! `suf-run` command line: evaluate a config (`suf-run --config ...`) or merge shard reports
-//! (`suf-run merge ...`). Errors print as one line and exit 1; usage errors exit 2.
+//! `suf-run` command line: evaluate a config (`suf-run --config ...`) or one model given by
+//! flags (`suf-run --model ...`), diagnose a row, or merge shard reports (`suf-run merge ...`).
+//! Errors print as one line and exit 1; usage errors exit 2.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
+use suf_compiler::outpath::check_writable;
 
 use crate::report::ShardSpec;
 use crate::run::{self, RunOptions};
+use crate::single::{self, SingleModel};
+
+/// Values of `--emulation` (a comma-separated list of levels, or `none`).
+const EMULATION_VALUES: [&str; 4] = ["none", "output", "ring", "sigma"];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,9 +32,58 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     /// Run configuration (SPEC section 5), e.g. configs/accuracy_table4.json
-    #[arg(long)]
+    #[arg(long, conflicts_with = "model")]
     config: Option<PathBuf>,
-    /// JSON report; rewritten after every row, and a restart with the same path skips finished rows
+    /// Single-model run without a config: the ONNX model to evaluate (with --tokenizer,
+    /// --task, --data, --n-bits)
+    #[arg(long, help_heading = "Single model (instead of --config)")]
+    model: Option<PathBuf>,
+    /// tokenizer.json (or vocab.txt / vocab.json + merges.txt) of --model
+    #[arg(
+        long,
+        requires = "model",
+        help_heading = "Single model (instead of --config)"
+    )]
+    tokenizer: Option<PathBuf>,
+    /// glue/sst2, glue/mrpc, glue/qnli or lambada_openai
+    #[arg(long, requires = "model", value_parser = ["glue/sst2", "glue/mrpc", "glue/qnli", "lambada_openai"],
+          help_heading = "Single model (instead of --config)")]
+    task: Option<String>,
+    /// Evaluation file of --task (GLUE TSV/jsonl, LAMBADA jsonl)
+    #[arg(
+        long,
+        requires = "model",
+        help_heading = "Single model (instead of --config)"
+    )]
+    data: Option<PathBuf>,
+    /// Ring size n of --model's SUF graph
+    #[arg(
+        long,
+        requires = "model",
+        help_heading = "Single model (instead of --config)"
+    )]
+    n_bits: Option<u32>,
+    /// Fractional bits f of --model's SUF graph
+    #[arg(long, requires = "model", default_value_t = suf_fixed::DEFAULT_FRAC_BITS,
+          help_heading = "Single model (instead of --config)")]
+    frac_bits: u32,
+    /// Protocol of --model (default: the task's: bert_seqcls for GLUE, gpt_lm for LAMBADA)
+    #[arg(long, requires = "model", value_parser = ["bert_seqcls", "gpt_lm"],
+          help_heading = "Single model (instead of --config)")]
+    family: Option<String>,
+    /// Row id in the report (default: --model's file stem)
+    #[arg(
+        long,
+        requires = "model",
+        help_heading = "Single model (instead of --config)"
+    )]
+    id: Option<String>,
+    /// Table 4 model whose numbers fill the SIGMA columns (default: the task's smallest)
+    #[arg(long, requires = "model", value_parser = ["bert-tiny", "bert-base", "bert-large", "gpt2", "gpt-neo-1.3b"],
+          help_heading = "Single model (instead of --config)")]
+    sigma_ref: Option<String>,
+    /// JSON report; rewritten after every row, and a restart with the same path skips finished
+    /// rows (single-model runs: default out/<id>.json)
     #[arg(long)]
     out_json: Option<PathBuf>,
     /// Markdown report in the Table 4 layout
@@ -56,7 +111,7 @@ struct RunArgs {
     #[arg(long, value_delimiter = ',')]
     rows: Option<Vec<String>>,
     /// Emulation levels to run, comma-separated: output, ring, sigma; "none" runs the float graph only
-    #[arg(long, value_delimiter = ',', default_value = "output")]
+    #[arg(long, value_delimiter = ',', default_value = "output", value_parser = EMULATION_VALUES)]
     emulation: Vec<String>,
     /// Write every example's float and SUF predictions as JSON lines
     #[arg(long)]
@@ -82,8 +137,8 @@ enum Command {
         /// Row id from the config
         #[arg(long)]
         row: String,
-        /// Emulation level: output, ring or sigma
-        #[arg(long, default_value = "output")]
+        /// Emulation level
+        #[arg(long, default_value = "output", value_parser = ["output", "ring", "sigma"])]
         emulation: String,
         /// Ring size to diagnose (default: the row's n_bits)
         #[arg(long)]
@@ -147,13 +202,29 @@ pub fn main() -> i32 {
     }
 }
 
+/// Every output path is checked before any evaluation: a typo costs nothing.
+fn check_outputs(outputs: &[(&str, Option<&Path>)]) -> Result<()> {
+    for (flag, path) in outputs {
+        if let Some(p) = path {
+            check_writable(p, flag)?;
+        }
+    }
+    Ok(())
+}
+
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Merge {
             inputs,
             out_json,
             out_md,
-        }) => crate::merge::merge_files(&inputs, &out_json, out_md.as_deref()),
+        }) => {
+            check_outputs(&[
+                ("--out-json", Some(&out_json)),
+                ("--out-md", out_md.as_deref()),
+            ])?;
+            crate::merge::merge_files(&inputs, &out_json, out_md.as_deref())
+        }
         Some(Command::Diagnose {
             config,
             row,
@@ -164,6 +235,14 @@ fn dispatch(cli: Cli) -> Result<()> {
             out_md,
             out_svg,
         }) => {
+            if examples == 0 {
+                bail!("--examples must be at least 1");
+            }
+            check_outputs(&[
+                ("--out-json", Some(&out_json)),
+                ("--out-md", out_md.as_deref()),
+                ("--out-svg", out_svg.as_deref()),
+            ])?;
             let d = crate::diagnose::diagnose(&crate::diagnose::DiagnoseOptions {
                 config,
                 row,
@@ -185,36 +264,88 @@ fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        None => {
-            let a = cli.run;
-            let config = a
-                .config
-                .context("--config is required (e.g. --config configs/smoke.json)")?;
-            let Some(out_json) = a.out_json else {
-                bail!("--out-json is required");
-            };
-            let opts = RunOptions {
-                config,
-                out_json,
-                out_md: a.out_md,
-                device: a.device,
-                max_examples: a.max_examples,
-                batch_size: a.batch_size,
-                seed: a.seed,
-                cache_dir: a.cache_dir,
-                strict_sigma_match: a.strict_sigma_match,
-                rows: a.rows,
-                emulation: if a.emulation == ["none"] {
-                    vec![]
-                } else {
-                    a.emulation
-                },
-                predictions_out: a.predictions_out,
-                shard: a.shard,
-                find_min_bits: a.find_min_bits.then_some(a.min_bits_tolerance),
-            };
-            run::run(&opts).map(|_| ())
+        None => evaluate(cli.run),
+    }
+}
+
+fn evaluate(a: RunArgs) -> Result<()> {
+    if a.max_examples == Some(0) {
+        bail!("--max-examples must be at least 1 (0 would evaluate nothing)");
+    }
+    if a.emulation.len() > 1 && a.emulation.iter().any(|l| l == "none") {
+        bail!("--emulation none runs the float graph only and cannot be combined with levels");
+    }
+    let single = match &a.model {
+        Some(model) => {
+            single::require_all(&[
+                ("--tokenizer", a.tokenizer.is_some()),
+                ("--task", a.task.is_some()),
+                ("--data", a.data.is_some()),
+                ("--n-bits", a.n_bits.is_some()),
+            ])?;
+            Some(SingleModel {
+                model: model.clone(),
+                tokenizer: a.tokenizer.clone().unwrap_or_default(),
+                task: a.task.clone().unwrap_or_default(),
+                data: a.data.clone().unwrap_or_default(),
+                n_bits: a.n_bits.unwrap_or_default(),
+                frac_bits: a.frac_bits,
+                family: a.family.clone(),
+                id: a.id.clone(),
+                sigma_ref: a.sigma_ref.clone(),
+                seq_len: 128,
+                batch_size: a.batch_size.unwrap_or(run::DEFAULT_BATCH_SIZE),
+            })
         }
+        None => None,
+    };
+    let config = match (&a.config, &single) {
+        (Some(c), _) => c.clone(),
+        (None, Some(s)) => PathBuf::from(format!("--model {}", s.model.display())),
+        (None, None) => bail!(
+            "--config is required (e.g. --config configs/smoke.json), or --model with \
+             --tokenizer, --task, --data and --n-bits for a single model"
+        ),
+    };
+    let out_json = match (a.out_json, &single) {
+        (Some(p), _) => p,
+        (None, Some(s)) => Path::new("out").join(format!("{}.json", s.row_id()?)),
+        (None, None) => bail!("--out-json is required"),
+    };
+    check_outputs(&[
+        ("--out-json", Some(&out_json)),
+        ("--out-md", a.out_md.as_deref()),
+        ("--predictions-out", a.predictions_out.as_deref()),
+    ])?;
+    let opts = RunOptions {
+        config,
+        out_json,
+        out_md: a.out_md,
+        device: a.device,
+        max_examples: a.max_examples,
+        batch_size: a.batch_size,
+        seed: a.seed,
+        cache_dir: a.cache_dir,
+        strict_sigma_match: a.strict_sigma_match,
+        rows: a.rows,
+        emulation: if a.emulation == ["none"] {
+            vec![]
+        } else {
+            a.emulation
+        },
+        predictions_out: a.predictions_out,
+        shard: a.shard,
+        find_min_bits: a.find_min_bits.then_some(a.min_bits_tolerance),
+    };
+    match single {
+        Some(s) => {
+            let report = run::run_with(&s.to_config()?, &opts)?;
+            // No config file to look at: the table goes to stdout.
+            print!("{}", crate::report::to_markdown(&report));
+            eprintln!("wrote {}", opts.out_json.display());
+            Ok(())
+        }
+        None => run::run(&opts).map(|_| ()),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod min_bits;
 pub mod report;
 pub mod run;
+pub mod single;
 pub mod suf;
 pub mod synthetic;
 pub mod sysinfo;

@@ -513,6 +513,17 @@ fn levels_table(report: &Report) -> String {
             .map(|m| m.tolerance_pp)
             .next()
             .unwrap_or(0.0);
+        // One example is 100/examples pp; a tolerance below it means "no example changed".
+        let examples = rows.iter().map(|r| r.examples).min().unwrap_or(1).max(1);
+        let resolution = 100.0 / examples as f64;
+        out.push_str(&format!(
+            "Resolution: one example = {resolution:.3} pp ({examples} examples){}. ",
+            if tol < resolution {
+                "; the tolerance is below it, so within means no example changed"
+            } else {
+                ""
+            }
+        ));
         out.push_str(&format!(
             "min n: the smallest ring size whose accuracy stays within {tol} pp of float (f fixed), \
              found from the overflow statistics and confirmed by evaluation; (p) is the no-wrap prediction. \
@@ -533,7 +544,7 @@ fn levels_table(report: &Report) -> String {
     let cols = levels.len() * if searched { 2 } else { 1 } + 1;
     out.push_str(&"---|".repeat(cols));
     out.push('\n');
-    for r in rows {
+    for r in &rows {
         let f = r.float.as_ref().expect("filtered above");
         out.push_str(&format!(
             "| {} | {} | {} |",
@@ -559,6 +570,35 @@ fn levels_table(report: &Report) -> String {
             }
         }
         out.push_str(&format!(" {} |\n", r.sigma_ref.bitwidth));
+    }
+    if searched {
+        out.push_str(&searched_rings(&rows, &levels));
+    }
+    out
+}
+
+/// Every ring the search evaluated, with accuracy and float agreement, so the answer can be
+/// read against the evidence.
+fn searched_rings(rows: &[&RowReport], levels: &[&str]) -> String {
+    let mut out = String::from("\nSearched rings (n: accuracy %, agreement with float %):\n\n");
+    for r in rows {
+        for l in levels {
+            if let Some(m) = r.min_bits.get(*l) {
+                let trials: Vec<String> = m
+                    .trials
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{}: {} / {}",
+                            t.n_bits,
+                            fmt_pct(t.acc),
+                            fmt_pct(t.agreement)
+                        )
+                    })
+                    .collect();
+                out.push_str(&format!("- {} {l}: {}\n", r.id, trials.join("; ")));
+            }
+        }
     }
     out
 }

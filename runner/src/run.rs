@@ -44,7 +44,11 @@ pub struct RunOptions {
 pub const SIGMA_TOLERANCE_PP: f64 = 1.0;
 
 pub fn run(opts: &RunOptions) -> Result<Report> {
-    let loaded = LoadedConfig::load(&opts.config)?;
+    run_with(&LoadedConfig::load(&opts.config)?, opts)
+}
+
+/// A run of an already loaded configuration (a file, or the one row of `suf-run --model`).
+pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
     let global = &loaded.config.global;
     let device = opts
         .device
@@ -82,6 +86,9 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
     if batch_size == 0 {
         bail!("--batch-size must be > 0");
     }
+    if opts.max_examples.or(global.max_examples) == Some(0) {
+        bail!("max_examples is 0: nothing would be evaluated (use at least 1, or leave it out)");
+    }
     let workers = match global.num_workers {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())
@@ -117,7 +124,7 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         rows: Vec::new(),
     };
     let ctx = RowContext {
-        loaded: &loaded,
+        loaded,
         opts,
         batch_size,
         pool: &pool,
@@ -151,6 +158,7 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
     report.meta.complete = true;
     report.meta.peak_rss_mib = sysinfo::peak_rss_mib();
     write_outputs(&report, opts)?;
+    check_something_evaluated(&report, opts.shard.is_some())?;
     if let Some(path) = &opts.predictions_out {
         write_predictions(path, &predictions)?;
     }
@@ -218,6 +226,35 @@ fn write_predictions(path: &Path, predictions: &[(String, Prediction)]) -> Resul
         out.push(b'\n');
     }
     report::write_atomic(path, &out)
+}
+
+/// A run that evaluated no example measured nothing; exiting 0 with 0.00% would pass for a
+/// result. (A shard's slice may legitimately be empty; its merge still counts.)
+fn check_something_evaluated(report: &Report, sharded: bool) -> Result<()> {
+    if report
+        .rows
+        .iter()
+        .any(|r| !r.skipped && (r.examples > 0 || sharded))
+    {
+        return Ok(());
+    }
+    let why: Vec<String> = report
+        .rows
+        .iter()
+        .map(|r| match &r.skip_reason {
+            Some(reason) if r.skipped => format!("{}: {reason}", r.id),
+            _ => format!("{}: no examples", r.id),
+        })
+        .collect();
+    bail!(
+        "no example was evaluated ({} rows, none ran; the report lists them): {}",
+        report.rows.len(),
+        if why.is_empty() {
+            "the config has no rows".to_string()
+        } else {
+            why.join("; ")
+        }
+    )
 }
 
 fn check_sigma_match(report: &Report) -> Result<()> {
@@ -301,10 +338,16 @@ impl RowContext<'_> {
         }
         let model_path = self.loaded.resolve(&row.model);
         if !model_path.is_file() {
-            let hint = row
-                .export_hint
-                .clone()
-                .unwrap_or_else(|| "run scripts/export_onnx.py".into());
+            let hint = row.export_hint.clone().unwrap_or_else(|| {
+                let family = match row.family {
+                    crate::config::Family::BertSeqCls => "bert",
+                    crate::config::Family::GptLm => "gpt",
+                };
+                format!(
+                    "python3 scripts/export_onnx.py --hf HUB_ID_OR_DIR --family {family} --out {}",
+                    row.model
+                )
+            });
             let reason = format!("model file not found: {} ({hint})", row.model);
             if explicitly_selected || global.on_missing_model == MissingModel::Error {
                 bail!(reason);
@@ -416,6 +459,19 @@ impl RowContext<'_> {
                 pool: self.pool,
                 tolerance_pp,
             };
+            // One example moves accuracy by 100/examples pp: a tolerance below that only
+            // accepts rings where no example changes, which the user should know.
+            let resolution_pp = 100.0 / inputs.len() as f64;
+            eprintln!(
+                "row {}: min-bits tolerance {tolerance_pp} pp; resolution {resolution_pp:.3} pp (one of {} examples){}",
+                row.id,
+                inputs.len(),
+                if tolerance_pp < resolution_pp {
+                    " -- warning: the tolerance is below the resolution, so `within` means no example changed"
+                } else {
+                    ""
+                }
+            );
             for level in &self.opts.emulation {
                 let found = search
                     .run(level)

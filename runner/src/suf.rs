@@ -10,9 +10,12 @@ use tract_onnx::pb::ModelProto;
 /// Emulation levels of SPEC section 2, in the order reports list them.
 pub const LEVELS: [&str; 3] = ["output", "ring", "sigma"];
 
-/// Reads an ONNX model, external data included.
+/// Reads an ONNX model, external data included. A model suf already rewrote is refused: it
+/// would be quantized twice and its output called the float baseline.
 pub fn load_model(path: &Path) -> Result<ModelProto> {
-    suf_compiler::load_model(path)
+    let model = suf_compiler::load_model(path)?;
+    suf_compiler::rewritten::refuse(&model, &path.display().to_string())?;
+    Ok(model)
 }
 
 /// tract's ONNX framework with the SUF custom ops registered (a superset of the plain one).
