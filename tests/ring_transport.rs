@@ -76,7 +76,9 @@ fn a_graph_output_f32_cannot_hold_is_an_error_naming_the_node() {
         .init_f32("big", &[1], &[1_048_576.0]);
     g.node("MatMul", &["x", "w"], &["h"]);
     g.node("Add", &["h", "big"], &["y"]);
-    let compiled = compile(&g.build(), &opts(50, Emulation::Ring)).unwrap().model;
+    let compiled = compile(&g.build(), &opts(50, Emulation::Ring))
+        .unwrap()
+        .model;
     let e = run(&compiled, vec![tensor2(&[[1.0f32 / 4096.0]])]).unwrap_err();
     let msg = format!("{e:?}");
     assert!(
@@ -144,7 +146,9 @@ fn softmax_without_axis_is_the_last_axis_from_opset_13() {
     // Before opset 13 the default axis (1) flattens the trailing axes: refused.
     let mut old = model.clone();
     old.opset_import[0].version = 11;
-    let e = compile(&old, &opts(37, Emulation::Sigma)).err().expect("refused");
+    let e = compile(&old, &opts(37, Emulation::Sigma))
+        .err()
+        .expect("refused");
     assert!(format!("{e:#}").contains("axis"), "{e:#}");
 }
 
@@ -155,13 +159,29 @@ fn mask_table_model() -> ModelProto {
     g.opset(17)
         .input_i64("ids", &[1, 3])
         .output("y")
-        .init_f32("emb", &[4, 2], &[0.5, 0.25, -0.5, 1.0, 0.75, -0.25, 0.125, 0.5])
-        .init_f32("mask_table", &[4, 3], &[
-            0.0, 0.0, 0.0,
-            0.0, f32::NEG_INFINITY, 0.0,
-            0.0, 0.0, f32::NEG_INFINITY,
-            0.0, 0.0, 0.0,
-        ])
+        .init_f32(
+            "emb",
+            &[4, 2],
+            &[0.5, 0.25, -0.5, 1.0, 0.75, -0.25, 0.125, 0.5],
+        )
+        .init_f32(
+            "mask_table",
+            &[4, 3],
+            &[
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                f32::NEG_INFINITY,
+                0.0,
+                0.0,
+                0.0,
+                f32::NEG_INFINITY,
+                0.0,
+                0.0,
+                0.0,
+            ],
+        )
         .init_f32("wk", &[2, 3], &[1.0, 0.5, -0.5, 0.25, 1.0, 0.5])
         .init_f32("wo", &[3, 1], &[1.0, 2.0, 4.0]);
     g.node("Gather", &["emb", "ids"], &["e"]);
@@ -178,8 +198,8 @@ fn a_minus_infinity_table_feeding_the_scores_is_mask_bias() {
     let model = mask_table_model();
     let ids = tensor2(&[[1i64, 2, 0]]);
     for emulation in [Emulation::Output, Emulation::Ring, Emulation::Sigma] {
-        let c = compile(&model, &opts(37, emulation))
-            .unwrap_or_else(|e| panic!("{emulation}: {e:#}"));
+        let c =
+            compile(&model, &opts(37, emulation)).unwrap_or_else(|e| panic!("{emulation}: {e:#}"));
         let summary = c.summary.to_string();
         assert!(
             summary.contains("attention-mask bias (table `mask_table`"),
@@ -208,8 +228,13 @@ fn non_finite_values_elsewhere_are_still_an_error() {
     g.node("MatMul", &["e", "w"], &["y"]);
     let model = g.build();
     for emulation in [Emulation::Output, Emulation::Ring, Emulation::Sigma] {
-        let e = compile(&model, &opts(37, emulation)).err().expect("refused");
+        let e = compile(&model, &opts(37, emulation))
+            .err()
+            .expect("refused");
         let msg = format!("{e:#}");
-        assert!(msg.contains("non-finite") && msg.contains("emb"), "{emulation}: {msg}");
+        assert!(
+            msg.contains("non-finite") && msg.contains("emb"),
+            "{emulation}: {msg}"
+        );
     }
 }

@@ -2,13 +2,15 @@
 
 use crate::builder::{attr_int, attr_string};
 use crate::graph::GraphView;
+pub use crate::options::{CompileOptions, Emulation};
 use crate::patterns::{self, OpKind, Site, Untouched};
 use crate::summary::Summary;
-use crate::{lower, normalize, ring, sigma, tensor, transport, SUF_DOMAIN, SUF_ENCODE, SUF_QUANTIZE};
+use crate::{
+    lower, normalize, ring, sigma, tensor, transport, SUF_DOMAIN, SUF_ENCODE, SUF_QUANTIZE,
+};
 use anyhow::{anyhow, bail, Result};
 use std::collections::{BTreeMap, HashSet};
 use suf_fixed::Rounding;
-pub use crate::options::{CompileOptions, Emulation};
 use tract_onnx::pb::{ModelProto, NodeProto, OperatorSetIdProto};
 
 pub struct Compiled {

@@ -217,7 +217,14 @@ fn is_mask_table(view: &GraphView, name: &str, mask_bound: f64) -> bool {
 /// True if `tensor` reaches only Add nodes, through data movement at most: how an
 /// exporter's mask table reaches the attention scores.
 fn feeds_only_adds(view: &GraphView, tensor: &str) -> bool {
-    const MOVES: [&str; 6] = ["Unsqueeze", "Reshape", "Expand", "Transpose", "Cast", "Squeeze"];
+    const MOVES: [&str; 6] = [
+        "Unsqueeze",
+        "Reshape",
+        "Expand",
+        "Transpose",
+        "Cast",
+        "Squeeze",
+    ];
     let consumers = view.consumers(tensor);
     !consumers.is_empty()
         && !view.is_output(tensor)

@@ -224,10 +224,10 @@ fn norm_epsilon(view: &GraphView, site: &Site) -> Result<f64> {
                     .find(|a| a.name == "epsilon")
                     .map_or(1e-5, |a| a.f as f64));
             }
-            "Add" if n
-                .output
-                .first()
-                .is_some_and(|o| view.sole_consumer_op(o, "Sqrt").is_some()) =>
+            "Add"
+                if n.output
+                    .first()
+                    .is_some_and(|o| view.sole_consumer_op(o, "Sqrt").is_some()) =>
             {
                 if let Some(eps) = n.input.iter().find_map(|t| view.scalar(t)) {
                     return Ok(eps);

@@ -4,9 +4,9 @@
 //! per evaluation. The recorder is process-wide because tract builds the ops from the ONNX
 //! parser, where no handle of ours can be threaded through.
 
+use crate::options::Emulation;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use crate::options::Emulation;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 

@@ -89,7 +89,10 @@ impl fmt::Display for Summary {
                 islands.entry(&i.op).or_default().push(&i.node);
             }
             if islands.is_empty() {
-                writeln!(f, "  no float islands: no op of the model computes on decoded ring values")?;
+                writeln!(
+                    f,
+                    "  no float islands: no op of the model computes on decoded ring values"
+                )?;
             }
             for (op, nodes) in islands {
                 let shown: Vec<&str> = nodes.iter().take(4).copied().collect();

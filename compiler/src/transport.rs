@@ -100,7 +100,11 @@ pub fn carry(
         for i in 0..graph.node.len() {
             pass.node(i)?;
         }
-        if let Some(m) = graph.output.iter().find(|o| pass.masked.contains_key(&o.name)) {
+        if let Some(m) = graph
+            .output
+            .iter()
+            .find(|o| pass.masked.contains_key(&o.name))
+        {
             bail!(
                 "masked attention scores `{}` are a graph output: they must go through a softmax",
                 m.name
@@ -201,7 +205,9 @@ impl Pass<'_> {
     fn node(&mut self, i: usize) -> Result<()> {
         let n = self.view.node(i).clone();
         let is_ring = |t: &String| self.ring.contains(t);
-        let ring_inputs: Vec<usize> = (0..n.input.len()).filter(|&k| is_ring(&n.input[k])).collect();
+        let ring_inputs: Vec<usize> = (0..n.input.len())
+            .filter(|&k| is_ring(&n.input[k]))
+            .collect();
         let masked_inputs: Vec<usize> = (0..n.input.len())
             .filter(|&k| self.masked.contains_key(&n.input[k]))
             .collect();
@@ -524,7 +530,7 @@ impl Pass<'_> {
 }
 
 fn casts_to_float(n: &NodeProto) -> bool {
-    n.attribute.iter().any(|a| {
-        a.name == "to" && matches!(a.i as i32, dtype::FLOAT | dtype::DOUBLE | 10 | 16)
-    })
+    n.attribute
+        .iter()
+        .any(|a| a.name == "to" && matches!(a.i as i32, dtype::FLOAT | dtype::DOUBLE | 10 | 16))
 }

@@ -309,11 +309,23 @@ mod tests {
     #[test]
     fn strides_outside_the_data_are_an_error_not_a_read() {
         let fixed = FixedPoint::new(37, 12).unwrap();
-        let op = RingMatMul { fixed, truncation: Rounding::Floor, shift: 12 };
+        let op = RingMatMul {
+            fixed,
+            truncation: Rounding::Floor,
+            shift: 12,
+        };
         let a = [1i64, 2, 3, 4];
-        let bad = Strided { data: &a, rows: 2, cols: 2, row_stride: 3, col_stride: 1 };
+        let bad = Strided {
+            data: &a,
+            rows: 2,
+            cols: 2,
+            row_stride: 3,
+            col_stride: 1,
+        };
         let mut out = [0i64; 4];
-        let e = op.run(bad, view(&a, 2, 2), None, None, &mut out).unwrap_err();
+        let e = op
+            .run(bad, view(&a, 2, 2), None, None, &mut out)
+            .unwrap_err();
         assert_eq!(e, MatMulError::OutOfBounds { what: "A" });
     }
 
@@ -321,11 +333,16 @@ mod tests {
     fn ring_values_beyond_2_53_stay_exact() {
         // n = 64: a single operand of 2^60 + 1 is not an f64; the product must still be exact.
         let fixed = FixedPoint::new(64, 12).unwrap();
-        let op = RingMatMul { fixed, truncation: Rounding::Floor, shift: 0 };
+        let op = RingMatMul {
+            fixed,
+            truncation: Rounding::Floor,
+            shift: 0,
+        };
         let a = [(1i64 << 60) + 1];
         let b = [1i64];
         let mut out = [0i64];
-        op.run(view(&a, 1, 1), view(&b, 1, 1), None, None, &mut out).unwrap();
+        op.run(view(&a, 1, 1), view(&b, 1, 1), None, None, &mut out)
+            .unwrap();
         assert_eq!(out, [(1i64 << 60) + 1]);
     }
 

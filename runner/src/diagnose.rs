@@ -113,8 +113,15 @@ pub fn diagnose(opts: &DiagnoseOptions) -> Result<Diagnosis> {
     let probes: Vec<String> = nodes.iter().map(|n| n.tensor.clone()).collect();
     let framework = suf::framework();
     let dir = model_path.parent();
-    let float = Engine::with_probes(&framework, &normalized, dir, 1, global.seq_len, &float_probes)
-        .context("float graph")?;
+    let float = Engine::with_probes(
+        &framework,
+        &normalized,
+        dir,
+        1,
+        global.seq_len,
+        &float_probes,
+    )
+    .context("float graph")?;
     let fixed = Engine::with_probes(&framework, &rewritten, dir, 1, global.seq_len, &probes)
         .with_context(|| format!("SUF graph ({})", opts.level))?;
 
@@ -265,12 +272,15 @@ fn reals(t: &tract_onnx::prelude::TValue, frac_bits: u32) -> Result<Vec<f64>> {
     let plain = t.try_as_plain_ram()?;
     Ok(if t.datum_type() == DatumType::I64 {
         let scale = suf_fixed::pow2(-(frac_bits as i32));
-        plain.as_slice::<i64>()?.iter().map(|&q| q as f64 * scale).collect()
+        plain
+            .as_slice::<i64>()?
+            .iter()
+            .map(|&q| q as f64 * scale)
+            .collect()
     } else {
         plain.as_slice::<f32>()?.iter().map(|&x| x as f64).collect()
     })
 }
-
 
 #[derive(Debug, Clone, Default)]
 struct ErrorAcc {

@@ -9,8 +9,8 @@
 use super::infer::{Infer, ShapeRule};
 use super::ring_io::{record_output, ring_tensor, ring_values};
 use super::{opt_int_attr, SufAttrs};
-use crate::{stats, SUF_RING_ADD, SUF_RING_MUL};
 use crate::options::Emulation;
+use crate::{stats, SUF_RING_ADD, SUF_RING_MUL};
 use suf_fixed::{ars, pow2, FixedPoint, Rounding};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;

@@ -4,8 +4,8 @@
 use super::infer::{Infer, ShapeRule};
 use super::ring_io::{record_output, ring_tensor, ring_values};
 use super::SufAttrs;
-use crate::{stats, SUF_ENCODE};
 use crate::options::Emulation;
+use crate::{stats, SUF_ENCODE};
 use suf_fixed::{FixedPoint, Rounding};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;

@@ -11,9 +11,9 @@
 
 use super::ring_io::{record_output, ring_tensor, ring_values};
 use super::{float_attr, string_attr, SufAttrs};
+use crate::options::Emulation;
 use crate::{approx, stats, SUF_RING_FUNCTION, SUF_SIGMA_ACTIVATION, SUF_SIGMA_ROW};
 use std::sync::Arc;
-use crate::options::Emulation;
 use suf_fixed::descriptor::Descriptor;
 use suf_fixed::float_fn::{self, FloatFn, RowParams};
 use suf_fixed::sigma::{
@@ -208,9 +208,9 @@ impl SufNonlinear {
                 }
             }
         } else {
-            let gamma_t = inputs
-                .get(1)
-                .with_context(|| format!("SUF node {}: a norm takes x, gamma [, beta]", self.node))?;
+            let gamma_t = inputs.get(1).with_context(|| {
+                format!("SUF node {}: a norm takes x, gamma [, beta]", self.node)
+            })?;
             let gamma = self.param(gamma_t, f, "gamma")?;
             ensure!(
                 gamma.len() == c,

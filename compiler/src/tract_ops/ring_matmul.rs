@@ -5,9 +5,9 @@
 
 use super::ring_io::{record_output, ring_tensor, ring_values};
 use super::{opt_int_attr, SufAttrs};
+use crate::options::Emulation;
 use crate::{stats, SUF_RING_MATMUL};
 use std::sync::Arc;
-use crate::options::Emulation;
 use suf_fixed::matmul::{ProductStats, RingMatMul, Strided};
 use suf_fixed::{pow2, FixedPoint, Rounding};
 use tract_onnx::model::ParsingContext;
@@ -84,7 +84,7 @@ impl SufRingMatMul {
         Ok(SufRingMatMul {
             node: attrs.node,
             fixed: attrs.fixed,
-        level: attrs.emulation,
+            level: attrs.emulation,
             encoding: attrs.rounding,
             truncation,
             shift,
@@ -150,7 +150,10 @@ impl EvalOp for SufRingMatMul {
         let a = self.encode(&inputs[0], "operand A")?;
         let (b, b_f64) = match &self.b_encoded {
             Some(b) => (std::borrow::Cow::Borrowed(&b.0), Some(&b.1)),
-            None => (std::borrow::Cow::Owned(self.encode(&inputs[1], "operand B")?), None),
+            None => (
+                std::borrow::Cow::Owned(self.encode(&inputs[1], "operand B")?),
+                None,
+            ),
         };
         let bias = match inputs.get(2) {
             Some(t) => {
