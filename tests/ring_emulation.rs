@@ -15,6 +15,9 @@ use suf_compiler::{
 };
 use tract_onnx::prelude::*;
 
+/// The node statistics are process-wide: tests that record them take turns.
+static STATS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Rng(u64);
 
 impl Rng {
@@ -161,6 +164,7 @@ fn single_product() -> ModelProto {
 
 #[test]
 fn ring_overflow_at_n20_wraps_and_is_recorded() {
+    let _guard = STATS.lock().unwrap_or_else(|e| e.into_inner());
     let x = Tensor::from_shape(&[1, 1], &[0.5f32]).unwrap();
     let model = single_product();
     // Level output only encodes the result: 0.5 fits in 20 bits at scale f.
@@ -182,4 +186,36 @@ fn ring_overflow_at_n20_wraps_and_is_recorded() {
     assert_eq!(run(&rewrite(&model, 37, Emulation::Ring), &x), [0.5]);
     stats::set_enabled(false);
     assert_eq!(stats::take()["overflow_product/suf_ring"].overflows_2f, 0);
+}
+
+#[test]
+fn a_fused_product_and_bias_records_the_products_own_range() {
+    // n = 14, f = 12: the ring holds |x| < 2. The product 2.5 wraps (to -1.5); the bias 1.0
+    // then lands the sum inside the ring (-0.5), hiding the wrap unless the product's own
+    // range is recorded.
+    let mut g = GraphBuilder::new("bias_hides_wrap");
+    g.opset(17)
+        .input_f32("x", &[1, 1])
+        .output("y")
+        .init_f32("w", &[1, 1], &[1.0])
+        .init_f32("b", &[1], &[1.0]);
+    g.node("MatMul", &["x", "w"], &["h"]);
+    g.node("Add", &["h", "b"], &["y"]);
+    let model = rewrite(&g.build(), 14, Emulation::Output);
+    assert!(ops(&model).contains(&"SufQuantizeBias".to_string()), "{:?}", ops(&model));
+    let x = Tensor::from_shape(&[1, 1], &[2.5f32]).unwrap();
+    let guard = STATS.lock().unwrap_or_else(|e| e.into_inner());
+    stats::set_enabled(true);
+    let y = run(&model, &x);
+    stats::set_enabled(false);
+    assert_eq!(y, [-0.5]);
+    let recorded = stats::take();
+    drop(guard);
+    let s = recorded
+        .iter()
+        .find(|(k, _)| k.starts_with("/Add_1"))
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| panic!("no statistics of the fused node: {recorded:?}"));
+    assert_eq!(s.max_abs, 2.5, "{recorded:?}");
+    assert!(s.overflows >= 1, "{recorded:?}");
 }

@@ -144,16 +144,19 @@ impl EvalOp for SufQuantizeBias {
             };
             for (r, row) in xs.chunks_mut(c).enumerate() {
                 let at = |suf_fixed::NonFiniteAt(i)| suf_fixed::NonFiniteAt(r * c + i);
+                // Both encodings are recorded: the product's own range (before its wrap) and
+                // the biased sum's, so a product that wraps is visible even if the bias hides it.
+                let before = stats::enabled().then(|| stats::scan_f32(row, q.fixed.real_bound()));
                 q.fixed
                     .quantize_slice_f32(row, q.rounding)
                     .map_err(at)
                     .map_err(fail)?;
                 row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
-                if stats::enabled() {
+                if let Some((max_product, product_overflows)) = before {
                     let (max_abs, overflows) = stats::scan_f32(row, q.fixed.real_bound());
                     stats::record(&q.node, |s| {
-                        s.max_abs = s.max_abs.max(max_abs);
-                        s.overflows += overflows;
+                        s.max_abs = s.max_abs.max(max_abs).max(max_product);
+                        s.overflows += overflows + product_overflows;
                         s.elements += row.len();
                     });
                 }
