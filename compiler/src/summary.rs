@@ -95,17 +95,11 @@ impl fmt::Display for Summary {
                 )?;
             }
             for (op, nodes) in islands {
-                let shown: Vec<&str> = nodes.iter().take(4).copied().collect();
-                let more = if nodes.len() > 4 {
-                    format!(", ... ({} more)", nodes.len() - 4)
-                } else {
-                    String::new()
-                };
                 writeln!(
                     f,
-                    "  {:>5} {op:<8} float island (decoded exactly or an error): {}{more}",
+                    "  {:>5} {op:<8} float island (decoded exactly or an error): {}",
                     nodes.len(),
-                    shown.join(", ")
+                    first_few(&nodes)
                 )?;
             }
         }
@@ -120,17 +114,11 @@ impl fmt::Display for Summary {
             writeln!(f, "left untouched:")?;
         }
         for ((op, reason), nodes) in by_reason {
-            let shown: Vec<&str> = nodes.iter().take(4).copied().collect();
-            let more = if nodes.len() > 4 {
-                format!(", ... ({} more)", nodes.len() - 4)
-            } else {
-                String::new()
-            };
             writeln!(
                 f,
-                "  {:>4} {op:<8} {reason}: {}{more}",
+                "  {:>4} {op:<8} {reason}: {}",
                 nodes.len(),
-                shown.join(", ")
+                first_few(&nodes)
             )?;
         }
         if self.fused_bias_nodes > 0 {
@@ -144,5 +132,15 @@ impl fmt::Display for Summary {
             writeln!(f, "normalised: {n}")?;
         }
         Ok(())
+    }
+}
+
+/// The first four node names and how many more there are.
+fn first_few(nodes: &[&str]) -> String {
+    let shown = nodes[..nodes.len().min(4)].join(", ");
+    if nodes.len() > 4 {
+        format!("{shown}, ... ({} more)", nodes.len() - 4)
+    } else {
+        shown
     }
 }
