@@ -92,6 +92,13 @@ def export(model, family, path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def label_map(model):
+    """The checkpoint's id2label as suf-run's per-row "label_map" ({"0": name, ...}): the
+    runner reads it from <stem>.export.json and refuses a label order that contradicts the
+    dataset's (runner/src/labels.rs)."""
+    return {str(k): v for k, v in sorted(model.config.id2label.items())}
+
+
 def export_hf(source, family, path, revision=None, row=None):
     """Any checkpoint, by hub id or local directory: the model, its tokenizer and a record."""
     import torch
@@ -107,6 +114,7 @@ def export_hf(source, family, path, revision=None, row=None):
     info = {"source": source, "family": family, "revision": revision,
             "resolved_commit": getattr(model.config, "_commit_hash", None),
             "id2label": {int(k): v for k, v in model.config.id2label.items()} if family == "bert" else None,
+            "label_map": label_map(model) if family == "bert" else None,
             "tokenizer": tok_path, "onnx": path, "onnx_sha256": sha}
     if row:
         info = {"row": row, "hub_id": source, **info}

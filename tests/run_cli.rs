@@ -110,6 +110,9 @@ fn s(p: &Path) -> &str {
 /// The run's float-only arguments (the SUF path has its own tests once the compiler is in).
 const FLOAT_ONLY: [&str; 2] = ["--emulation", "none"];
 
+/// Every SUF level: shard/merge and resume must hold for the rewritten graphs too.
+const SUF_LEVELS: [&str; 2] = ["--emulation", "output,ring,sigma"];
+
 fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
@@ -177,7 +180,10 @@ fn run_writes_reports_with_counts_and_sizes() {
     }
     assert!(rows[1]["float"]["word_acc"].is_number());
     let md_text = std::fs::read_to_string(&md).unwrap();
-    assert!(md_text.contains("| Model | Dataset | Train Size | Val Size | PyTorch Acc | Sigma Acc | SUF Acc | Bitwidth | frac_bits | Notes |"));
+    assert!(md_text.contains("| Model | Dataset | Train Size | Val Size | Float Acc | SIGMA PyTorch Acc | SIGMA Acc | SUF output | SUF sigma | min n | Bitwidth | frac_bits | Notes |"), "{md_text}");
+    // 20 of the 23 examples ran; the float column says which engine measured it.
+    assert!(md_text.contains("| 20 (23) |"), "{md_text}");
+    assert!(md_text.contains("(tract float)"), "{md_text}");
     // Predictions agree with the counted accuracy.
     let lines: Vec<Value> = std::fs::read_to_string(&preds)
         .unwrap()
@@ -345,8 +351,8 @@ fn merged_shards_equal_a_single_run() {
         s(&cfg),
         "--out-json",
         s(&single),
-        FLOAT_ONLY[0],
-        FLOAT_ONLY[1],
+        SUF_LEVELS[0],
+        SUF_LEVELS[1],
     ]);
     assert!(
         out.status.success(),
@@ -363,8 +369,8 @@ fn merged_shards_equal_a_single_run() {
             s(&p),
             "--shard",
             &format!("{k}/3"),
-            FLOAT_ONLY[0],
-            FLOAT_ONLY[1],
+            SUF_LEVELS[0],
+            SUF_LEVELS[1],
         ]);
         assert!(
             out.status.success(),
@@ -401,6 +407,12 @@ fn merged_shards_equal_a_single_run() {
     );
     assert_eq!(numbers(&a), numbers(&b));
     assert_eq!(b["rows"][0]["examples"], 23);
+    for level in ["output", "ring", "sigma"] {
+        assert!(
+            b["rows"][0]["suf"][level]["acc"].is_number(),
+            "{level}: {b}"
+        );
+    }
     // A missing shard is refused.
     let out = suf_run(&[
         "merge",
@@ -424,8 +436,8 @@ fn restart_with_the_same_output_skips_finished_rows() {
         s(&json),
         "--max-examples",
         "8",
-        FLOAT_ONLY[0],
-        FLOAT_ONLY[1],
+        SUF_LEVELS[0],
+        SUF_LEVELS[1],
     ];
     // First run does only the first row (as if interrupted after it).
     let mut first: Vec<&str> = args.to_vec();
@@ -456,8 +468,8 @@ fn restart_with_the_same_output_skips_finished_rows() {
         s(&json),
         "--max-examples",
         "6",
-        FLOAT_ONLY[0],
-        FLOAT_ONLY[1],
+        SUF_LEVELS[0],
+        SUF_LEVELS[1],
     ]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("already finished"));
     assert_eq!(read_json(&json)["rows"][0]["examples"], 6);
@@ -616,14 +628,36 @@ fn diagnose_flags_the_ring_products_that_wrap_at_n20() {
     );
     let flagged = small["flagged"].as_array().unwrap();
     for n in nodes {
-        let wrapped = n["overflows"].as_u64().unwrap() + n["overflows_2f"].as_u64().unwrap() > 0;
+        let wrapped =
+            n["overflows"].as_u64().unwrap_or(0) + n["overflows_2f"].as_u64().unwrap_or(0) > 0;
         let name = n["node"].as_str().unwrap();
         assert_eq!(flagged.iter().any(|f| f == name), wrapped, "{n}");
         assert!(md.contains(name));
     }
-    assert!(md.contains("overflowed"), "{md}");
-    assert!(svg.contains("overflowed"));
-    let (wide, md, _) = diagnose("50");
+    // The count in the Markdown and the red rings in the SVG are the flagged nodes (the
+    // word "overflowed" alone is in every file: the SVG's legend has it).
+    assert!(!flagged.is_empty());
+    assert!(
+        md.contains(&format!("**{} node(s) overflowed:**", flagged.len())),
+        "{md}"
+    );
+    assert_eq!(
+        svg.matches("stroke=\"red\" stroke-width=\"1.5\"").count(),
+        flagged.len(),
+        "{svg}"
+    );
+    // A node without statistics says so instead of reporting 0 overflows.
+    let unrecorded = small["unrecorded"].as_array().expect("unrecorded list");
+    for n in nodes {
+        let listed = unrecorded.iter().any(|u| u == &n["node"]);
+        assert_eq!(n["recorded"] == false, listed, "{n}");
+        assert_eq!(n["overflows"].is_null(), listed, "{n}");
+    }
+    let (wide, md, svg) = diagnose("50");
+    assert_eq!(
+        svg.matches("stroke=\"red\" stroke-width=\"1.5\"").count(),
+        0
+    );
     assert_eq!(wide["flagged"].as_array().unwrap().len(), 0, "{wide}");
     assert!(md.contains("No node overflowed"));
     for n in wide["nodes"]
@@ -635,4 +669,288 @@ fn diagnose_flags_the_ring_products_that_wrap_at_n20() {
         assert_eq!(n["overflows_2f"], 0);
         assert!(n["headroom_2f_bits"].as_f64().unwrap() > 0.0, "{n}");
     }
+}
+
+/// `args` as the run of `bin` (another copy of suf-run) would get them.
+fn run_with(bin: &Path, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn assert_ok(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+/// Moves every float initializer of `model` into `<file>.data` beside it (ONNX external data).
+fn write_with_external_data(model: &suf_compiler::ModelProto, path: &Path) {
+    use prost::Message;
+    use tract_onnx::pb::{tensor_proto::DataLocation, StringStringEntryProto};
+    let mut m = model.clone();
+    let data_name = format!("{}.data", path.file_name().unwrap().to_str().unwrap());
+    let mut blob: Vec<u8> = Vec::new();
+    for t in &mut m.graph.as_mut().unwrap().initializer {
+        if t.data_type != 1 || t.float_data.len() < 16 {
+            continue;
+        }
+        let bytes: Vec<u8> = t.float_data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        t.float_data.clear();
+        let entry = |k: &str, v: String| StringStringEntryProto {
+            key: k.into(),
+            value: v,
+        };
+        t.external_data = vec![
+            entry("location", data_name.clone()),
+            entry("offset", blob.len().to_string()),
+            entry("length", bytes.len().to_string()),
+        ];
+        t.data_location = Some(DataLocation::External as i32);
+        blob.extend(bytes);
+    }
+    assert!(!blob.is_empty());
+    std::fs::write(path.with_file_name(&data_name), blob).unwrap();
+    std::fs::write(path, m.encode_to_vec()).unwrap();
+}
+
+/// A re-export with other weights changes only the external-data file: the finished row
+/// must not come back as the new model's result.
+#[test]
+fn resume_reevaluates_when_only_the_external_data_changed() {
+    let setup = Setup::new();
+    let model = setup.path("ext.onnx");
+    write_with_external_data(&synthetic::bert_classifier(30522, 8, 7), &model);
+    let mut row = setup.row("ext", "glue/sst2");
+    row["model"] = s(&model).into();
+    let cfg = setup.write_config("c.json", vec![row]);
+    let json = setup.path("r.json");
+    let args = [
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&json),
+        "--max-examples",
+        "6",
+        FLOAT_ONLY[0],
+        FLOAT_ONLY[1],
+    ];
+    assert_ok(&suf_run(&args));
+    let first = read_json(&json);
+    assert_eq!(
+        first["rows"][0]["external_data_sha256"]
+            .as_object()
+            .unwrap()
+            .len(),
+        1
+    );
+    let again = assert_ok(&suf_run(&args));
+    assert!(again.contains("row ext: already finished"), "{again}");
+    // Same .onnx bytes, other weights.
+    write_with_external_data(&synthetic::bert_classifier(30522, 8, 8), &model);
+    let after = assert_ok(&suf_run(&args));
+    assert!(!after.contains("already finished"), "{after}");
+    assert_ne!(
+        read_json(&json)["rows"][0]["external_data_sha256"],
+        first["rows"][0]["external_data_sha256"]
+    );
+}
+
+/// Another binary (a bug fix, another checkout) with the same version number: its results
+/// are its own, never the old binary's reused.
+#[test]
+fn resume_reevaluates_with_another_binary() {
+    let setup = Setup::new();
+    let cfg = setup.default_config();
+    let json = setup.path("r.json");
+    let args = [
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&json),
+        "--max-examples",
+        "4",
+        "--rows",
+        "cls",
+        FLOAT_ONLY[0],
+        FLOAT_ONLY[1],
+    ];
+    assert_ok(&suf_run(&args));
+    // The same program with one byte more: a different binary of the same version.
+    let other = setup.path("suf-run-other");
+    let mut bytes = std::fs::read(env!("CARGO_BIN_EXE_suf-run")).unwrap();
+    bytes.push(0);
+    std::fs::write(&other, bytes).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stderr = assert_ok(&run_with(&other, &args));
+    assert!(!stderr.contains("already finished"), "{stderr}");
+    let r = read_json(&json);
+    assert_ne!(r["meta"]["binary_sha256"], Value::Null);
+}
+
+#[test]
+fn merge_refuses_shards_of_different_commits_or_binaries() {
+    let setup = Setup::new();
+    let cfg = setup.default_config();
+    let mut shards = Vec::new();
+    for k in 0..2 {
+        let p = setup.path(&format!("shard{k}.json"));
+        assert_ok(&suf_run(&[
+            "--config",
+            s(&cfg),
+            "--out-json",
+            s(&p),
+            "--shard",
+            &format!("{k}/2"),
+            "--max-examples",
+            "6",
+            FLOAT_ONLY[0],
+            FLOAT_ONLY[1],
+        ]));
+        shards.push(p);
+    }
+    let merge = || {
+        suf_run(&[
+            "merge",
+            "--out-json",
+            s(&setup.path("m.json")),
+            s(&shards[0]),
+            s(&shards[1]),
+        ])
+    };
+    assert_ok(&merge());
+    let original = std::fs::read(&shards[1]).unwrap();
+    let mut edited = read_json(&shards[1]);
+    edited["meta"]["git_commit"] = "0123456789abcdef0123456789abcdef01234567".into();
+    std::fs::write(&shards[1], serde_json::to_vec(&edited).unwrap()).unwrap();
+    assert_one_line_error(&merge(), &["git commit", "0123456789ab"]);
+    let mut edited: Value = serde_json::from_slice(&original).unwrap();
+    edited["meta"]["binary_sha256"] = "f".repeat(64).into();
+    std::fs::write(&shards[1], serde_json::to_vec(&edited).unwrap()).unwrap();
+    assert_one_line_error(&merge(), &["binary", "ffffffffffff"]);
+}
+
+/// `--cache-dir` keeps compiled graphs: a second run loads them; a changed model, level or
+/// n is another entry, so a stale graph is never used.
+#[test]
+fn cache_dir_reuses_compiled_graphs_and_never_a_stale_one() {
+    let setup = Setup::new();
+    let cfg = setup.default_config();
+    let cache = setup.path("cache");
+    let run = |out: &str| {
+        let json = setup.path(out);
+        let stderr = assert_ok(&suf_run(&[
+            "--config",
+            s(&cfg),
+            "--out-json",
+            s(&json),
+            "--max-examples",
+            "5",
+            "--rows",
+            "cls",
+            "--emulation",
+            "output",
+            "--cache-dir",
+            s(&cache),
+        ]));
+        (stderr, read_json(&json))
+    };
+    let entries = || std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    let (first, a) = run("a.json");
+    assert!(!first.contains("from the cache"), "{first}");
+    assert_eq!(entries(), 1);
+    let (second, b) = run("b.json");
+    assert!(second.contains("compiled graph from the cache"), "{second}");
+    assert_eq!(numbers(&a), numbers(&b));
+    // Other weights under the same file name.
+    std::fs::write(
+        setup.path("cls.onnx"),
+        synthetic::to_bytes(&synthetic::bert_classifier(30522, 8, 99)),
+    )
+    .unwrap();
+    let (third, _) = run("c.json");
+    assert!(!third.contains("from the cache"), "{third}");
+    assert_eq!(entries(), 2);
+}
+
+/// A resumed run rewrites `--predictions-out` with the reused rows' lines too.
+#[test]
+fn predictions_of_reused_rows_stay_in_the_rewritten_file() {
+    let setup = Setup::new();
+    let cfg = setup.default_config();
+    let (json, preds) = (setup.path("r.json"), setup.path("p.jsonl"));
+    let args = [
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&json),
+        "--predictions-out",
+        s(&preds),
+        "--max-examples",
+        "7",
+        FLOAT_ONLY[0],
+        FLOAT_ONLY[1],
+    ];
+    let mut first = args.to_vec();
+    first.extend(["--rows", "cls"]);
+    assert_ok(&suf_run(&first));
+    let cls_lines = std::fs::read_to_string(&preds).unwrap();
+    assert_eq!(cls_lines.lines().count(), 7);
+    let stderr = assert_ok(&suf_run(&args));
+    assert!(stderr.contains("row cls: already finished"), "{stderr}");
+    let all = std::fs::read_to_string(&preds).unwrap();
+    assert_eq!(all.lines().count(), 14, "{all}");
+    assert!(
+        all.starts_with(&cls_lines),
+        "the reused row's lines are carried over verbatim"
+    );
+    // Without the earlier lines the row cannot be reused: it is evaluated again.
+    std::fs::remove_file(&preds).unwrap();
+    let stderr = assert_ok(&suf_run(&args));
+    assert!(stderr.contains("lacks its predictions"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&preds).unwrap().lines().count(), 14);
+}
+
+/// A checkpoint whose id2label contradicts the dataset's label order is refused; a matching
+/// one is accepted, and without a label_map the report says the order is unchecked.
+#[test]
+fn a_label_map_contradicting_the_dataset_is_refused() {
+    let setup = Setup::new();
+    let run = |label_map: Option<Value>| {
+        let mut row = setup.row("cls", "glue/sst2");
+        if let Some(m) = label_map {
+            row["label_map"] = m;
+        }
+        let cfg = setup.write_config("c.json", vec![row]);
+        let (json, md) = (setup.path("o.json"), setup.path("o.md"));
+        let _ = std::fs::remove_file(&json);
+        let out = suf_run(&[
+            "--config",
+            s(&cfg),
+            "--out-json",
+            s(&json),
+            "--out-md",
+            s(&md),
+            "--max-examples",
+            "3",
+            FLOAT_ONLY[0],
+            FLOAT_ONLY[1],
+        ]);
+        (out, md)
+    };
+    let (out, _) = run(Some(serde_json::json!({"0": "positive", "1": "negative"})));
+    assert_one_line_error(&out, &["row \"cls\"", "contradicts"]);
+    let (out, md) = run(Some(serde_json::json!({"0": "negative", "1": "positive"})));
+    assert_ok(&out);
+    assert!(!std::fs::read_to_string(&md)
+        .unwrap()
+        .contains("label order unchecked"));
+    let (out, md) = run(None);
+    assert_ok(&out);
+    assert!(std::fs::read_to_string(&md)
+        .unwrap()
+        .contains("label order unchecked"));
 }

@@ -16,6 +16,7 @@ pub mod normalize;
 pub mod onnx_io;
 pub mod options;
 pub mod outpath;
+pub mod panic_guard;
 pub mod pass;
 pub mod patterns;
 pub mod rewritten;
@@ -27,7 +28,7 @@ pub mod tensor;
 pub mod tract_ops;
 pub mod transport;
 
-pub use onnx_io::{load_model, save_model};
+pub use onnx_io::{load_model, load_model_bytes, save_model};
 pub use options::{CompileOptions, Emulation};
 pub use pass::{compile, Compiled};
 pub use patterns::OpKind;

@@ -18,27 +18,88 @@ pub fn load_model(path: &Path) -> Result<ModelProto> {
         std::io::ErrorKind::NotFound => anyhow!("model file not found: {}", path.display()),
         _ => anyhow!("cannot read model file {}: {e}", path.display()),
     })?;
-    let mut model = ModelProto::decode(bytes.as_slice()).map_err(|e| {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    load_model_bytes(&bytes, dir).with_context(|| path.display().to_string())
+}
+
+/// Decodes an ONNX model from its bytes; external-data tensors are read from `dir`.
+pub fn load_model_bytes(bytes: &[u8], dir: &Path) -> Result<ModelProto> {
+    let mut model =
+        ModelProto::decode(bytes).map_err(|e| anyhow!("not a valid ONNX model (protobuf: {e})"))?;
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| anyhow!("not an ONNX model: it has no graph"))?;
+    if model.ir_version <= 0 || graph.node.is_empty() {
+        bail!("not an ONNX model: no ir_version or no nodes");
+    }
+    for t in graph.initializer.iter_mut() {
+        resolve_external(t, dir)?;
+    }
+    Ok(model)
+}
+
+/// Just enough of ModelProto to find external-data files without decoding (or holding)
+/// the tensors themselves: prost skips the fields a message does not declare.
+mod slim {
+    use tract_onnx::pb::StringStringEntryProto;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Model {
+        #[prost(message, optional, tag = "7")]
+        pub graph: Option<Graph>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Graph {
+        #[prost(message, repeated, tag = "5")]
+        pub initializer: Vec<Tensor>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Tensor {
+        #[prost(string, tag = "8")]
+        pub name: String,
+        #[prost(message, repeated, tag = "13")]
+        pub external_data: Vec<StringStringEntryProto>,
+        #[prost(int32, optional, tag = "14")]
+        pub data_location: Option<i32>,
+    }
+}
+
+/// The external-data files an ONNX file's tensors live in (paths beside the model, sorted,
+/// each once): what must be hashed, besides the `.onnx` itself, to identify the model.
+pub fn external_data_files(path: &Path) -> Result<Vec<PathBuf>> {
+    let bytes = fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
+    let model = slim::Model::decode(bytes.as_slice()).map_err(|e| {
         anyhow!(
             "{} is not a valid ONNX model (protobuf: {e})",
             path.display()
         )
     })?;
-    let graph = model
-        .graph
-        .as_mut()
-        .ok_or_else(|| anyhow!("{} is not an ONNX model: it has no graph", path.display()))?;
-    if model.ir_version <= 0 || graph.node.is_empty() {
-        bail!(
-            "{} is not an ONNX model: no ir_version or no nodes",
-            path.display()
-        );
-    }
     let dir = path.parent().unwrap_or(Path::new("."));
-    for t in graph.initializer.iter_mut() {
-        resolve_external(t, dir).with_context(|| format!("loading {}", path.display()))?;
+    let mut files = std::collections::BTreeSet::new();
+    for t in model.graph.iter().flat_map(|g| &g.initializer) {
+        if t.data_location != Some(DataLocation::External as i32) {
+            continue;
+        }
+        let location = t
+            .external_data
+            .iter()
+            .find(|e| e.key == "location")
+            .map(|e| e.value.as_str())
+            .ok_or_else(|| anyhow!("tensor {} has external data without a location", t.name))?;
+        files.insert(dir.join(checked_location(&t.name, location)?));
     }
-    Ok(model)
+    Ok(files.into_iter().collect())
+}
+
+/// External data must stay beside the model: no absolute paths, no `..`.
+fn checked_location<'a>(tensor: &str, location: &'a str) -> Result<&'a str> {
+    if Path::new(location).is_absolute() || location.contains("..") {
+        bail!("tensor {tensor}: external data location {location:?} must stay beside the model");
+    }
+    Ok(location)
 }
 
 fn is_external(t: &TensorProto) -> bool {
@@ -59,13 +120,7 @@ fn resolve_external(t: &mut TensorProto, dir: &Path) -> Result<()> {
         .ok_or_else(|| anyhow!("tensor {} has external data without a location", t.name))?;
     let offset: u64 = entry("offset").map(str::parse).transpose()?.unwrap_or(0);
     let length: Option<u64> = entry("length").map(str::parse).transpose()?;
-    if Path::new(location).is_absolute() || location.contains("..") {
-        bail!(
-            "tensor {}: external data location {location:?} must stay beside the model",
-            t.name
-        );
-    }
-    let file_path = dir.join(location);
+    let file_path = dir.join(checked_location(&t.name, location)?);
     let mut file = fs::File::open(&file_path).map_err(|e| {
         anyhow!(
             "tensor {}: cannot open external data {}: {e}",
@@ -73,6 +128,17 @@ fn resolve_external(t: &mut TensorProto, dir: &Path) -> Result<()> {
             file_path.display()
         )
     })?;
+    // A length or offset past the file's end is an error before any allocation: a corrupt
+    // header must not ask for terabytes.
+    let size = file.metadata()?.len();
+    if offset > size || length.is_some_and(|n| n > size - offset) {
+        bail!(
+            "tensor {}: external data {} holds {size} bytes, the tensor claims offset {offset} and length {}",
+            t.name,
+            file_path.display(),
+            length.map_or("(rest)".to_string(), |n| n.to_string())
+        );
+    }
     file.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
     match length {

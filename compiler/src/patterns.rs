@@ -118,6 +118,7 @@ pub fn find_sites(view: &GraphView, mask_bound: f64) -> Matches {
             if covered.contains(&i) {
                 continue;
             }
+            let _scope = crate::panic_guard::NodeScope::enter(&view.node(i).name);
             if let Some(site) = matcher(view, i) {
                 if site.nodes.iter().any(|n| covered.contains(n)) {
                     continue;
@@ -132,6 +133,7 @@ pub fn find_sites(view: &GraphView, mask_bound: f64) -> Matches {
         if covered.contains(&i) || n.output.is_empty() {
             continue;
         }
+        let _scope = crate::panic_guard::NodeScope::enter(&n.name);
         let single = |kind, form| Site {
             kind,
             form,

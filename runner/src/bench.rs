@@ -136,7 +136,13 @@ fn run(args: &BenchArgs) -> Result<()> {
         }
     }
     let proto = suf::load_model(&args.model)?;
-    let vocab = embedding_rows(&proto).unwrap_or(1000);
+    // Token ids must come from the model's own vocabulary; a guess could index past it.
+    let vocab = embedding_rows(&proto).with_context(|| {
+        format!(
+            "{}: no token embedding (a Gather of input_ids from an initializer) tells the vocabulary size",
+            args.model.display()
+        )
+    })?;
     let framework = suf::framework();
     let dir = args.model.parent();
     let mut graphs = vec![("float".to_string(), suf::normalized(&proto))];

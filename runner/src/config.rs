@@ -131,6 +131,11 @@ pub struct Row {
     /// The command that produces `model` when it is absent (quoted in the skip reason).
     #[serde(default)]
     pub export_hint: Option<String>,
+    /// GLUE rows: the checkpoint's id2label ({"0": "negative", "1": "positive"}), checked
+    /// against the dataset's label order (`labels.rs`); absent, the export record beside
+    /// the model is read, else the order is reported as unchecked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_map: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -242,6 +247,9 @@ fn validate(config: &Config) -> Result<()> {
                 bail!("row \"{id}\": sigma_ref.{key} = {v} must be a fraction in [0, 1]");
             }
         }
+        if row.label_map.is_some() && row.family != Family::BertSeqCls {
+            bail!("row \"{id}\": label_map is for classifiers (family bert_seqcls) only");
+        }
         if row.skip && row.skip_reason.as_deref().unwrap_or("").is_empty() {
             bail!("row \"{id}\": skip is true but skip_reason is missing");
         }
@@ -333,6 +341,41 @@ mod tests {
             parse(config_json(&row_json(r#", "skip": true"#)).as_bytes()).unwrap_err()
         );
         assert!(err.contains("skip_reason"), "{err}");
+    }
+
+    /// scripts/export_onnx.py saves each checkpoint's tokenizer as models/<id>.tokenizer.json;
+    /// a row reading another model's tokenizer (e.g. bert-base-uncased for every BERT)
+    /// would tokenize with a vocabulary its checkpoint may not have.
+    #[test]
+    fn table4_rows_read_their_own_checkpoints_tokenizer() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/accuracy_table4.json");
+        let c = parse(&std::fs::read(path).unwrap()).unwrap();
+        let exported: Vec<&Row> = c
+            .rows
+            .iter()
+            .filter(|r| {
+                !r.skip
+                    && r.export_hint
+                        .as_deref()
+                        .is_some_and(|h| h.contains("export_onnx.py"))
+            })
+            .collect();
+        assert!(exported.len() >= 11, "{} exported rows", exported.len());
+        for r in exported {
+            let own = r.model.replace(".onnx", ".tokenizer.json");
+            assert_eq!(r.tokenizer, own, "row {}", r.id);
+        }
+    }
+
+    #[test]
+    fn label_map_is_for_classifiers_only() {
+        let row = row_json(r#", "label_map": {"0": "negative", "1": "positive"}"#);
+        assert!(parse(config_json(&row).as_bytes()).is_ok());
+        let lm = row
+            .replace("bert_seqcls", "gpt_lm")
+            .replace("glue/sst2", "lambada_openai");
+        let err = format!("{:#}", parse(config_json(&lm).as_bytes()).unwrap_err());
+        assert!(err.contains("label_map"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use suf_compiler::stats::NodeStats;
+
 use crate::config::LoadedConfig;
+use crate::diagnose_render as render;
 use crate::engine::Engine;
 use crate::evaluate::token_batch;
 use crate::{data, report, suf, sysinfo, tokenize};
@@ -32,21 +35,24 @@ pub struct NodeDiagnosis {
     pub site: String,
     pub layer: Option<u32>,
     pub tensor: String,
+    /// False when the node recorded no statistics (tract pruned it, or its op records
+    /// none): its range and overflow fields are then null, never a reassuring 0.
+    pub recorded: bool,
     /// Largest |value| reaching the node's encoding (scale f), real units.
-    pub max_abs: f64,
+    pub max_abs: Option<f64>,
     /// log2(2^(n-1-f) / max_abs): bits to spare before values wrap at scale f.
     pub headroom_bits: Option<f64>,
-    pub overflows: usize,
+    pub overflows: Option<usize>,
     /// Largest |product + bias| at scale 2f (ring products only).
     pub max_abs_2f: Option<f64>,
     /// log2(2^(n-1-2f) / max_abs_2f).
     pub headroom_2f_bits: Option<f64>,
-    pub overflows_2f: usize,
+    pub overflows_2f: Option<usize>,
     /// SIGMA softmax/LayerNorm/RMSNorm: the ring size their intermediates need, and
     /// n_bits minus that (negative: rows wrapped inside the op).
     pub internal_bits: Option<u32>,
     pub headroom_internal_bits: Option<i64>,
-    pub internal_overflows: usize,
+    pub internal_overflows: Option<usize>,
     /// Against the float graph's value of the same tensor.
     pub max_abs_error: f64,
     pub cosine: f64,
@@ -67,6 +73,8 @@ pub struct Diagnosis {
     pub machine: String,
     /// Nodes that wrapped at least once (at f or at 2f).
     pub flagged: Vec<String>,
+    /// Nodes that recorded no statistics: whether they wrapped is unknown.
+    pub unrecorded: Vec<String>,
     pub nodes: Vec<NodeDiagnosis>,
 }
 
@@ -143,29 +151,22 @@ pub fn diagnose(opts: &DiagnoseOptions) -> Result<Diagnosis> {
     run?;
 
     let fp = suf_compiler::FixedPoint::new(n_bits, frac_bits)?;
-    let headroom = |bound: f64, max: f64| (max > 0.0).then(|| (bound / max).log2());
-    let mut out = Vec::with_capacity(nodes.len());
-    for (node, e) in nodes.into_iter().zip(acc) {
-        let s = stats.get(&node.node).cloned().unwrap_or_default();
-        out.push(NodeDiagnosis {
-            headroom_bits: headroom(fp.real_bound(), s.max_abs),
-            headroom_2f_bits: s.max_abs_2f.and_then(|m| headroom(fp.product_bound(), m)),
-            max_abs: s.max_abs,
-            overflows: s.overflows,
-            max_abs_2f: s.max_abs_2f,
-            overflows_2f: s.overflows_2f,
-            internal_bits: s.internal_bits,
-            headroom_internal_bits: s.internal_bits.map(|b| i64::from(n_bits) - i64::from(b)),
-            internal_overflows: s.internal_overflows,
-            max_abs_error: e.max_abs,
-            cosine: e.cosine(),
-            elements: s.elements,
-            ..node
-        });
-    }
+    let out: Vec<NodeDiagnosis> = nodes
+        .into_iter()
+        .zip(acc)
+        .map(|(node, e)| {
+            let s = stats.get(&node.node);
+            with_numbers(node, s, &e, fp)
+        })
+        .collect();
     let flagged = out
         .iter()
-        .filter(|n| n.overflows + n.overflows_2f + n.internal_overflows > 0)
+        .filter(|n| n.wrapped())
+        .map(|n| n.node.clone())
+        .collect();
+    let unrecorded = out
+        .iter()
+        .filter(|n| !n.recorded)
         .map(|n| n.node.clone())
         .collect();
     let d = Diagnosis {
@@ -180,16 +181,63 @@ pub fn diagnose(opts: &DiagnoseOptions) -> Result<Diagnosis> {
         examples: inputs.len(),
         machine: sysinfo::machine(),
         flagged,
+        unrecorded,
         nodes: out,
     };
     report::write_atomic(&opts.out_json, &serde_json::to_vec_pretty(&d)?)?;
     if let Some(p) = &opts.out_md {
-        report::write_atomic(p, to_markdown(&d).as_bytes())?;
+        report::write_atomic(p, render::to_markdown(&d).as_bytes())?;
     }
     if let Some(p) = &opts.out_svg {
-        report::write_atomic(p, to_svg(&d).as_bytes())?;
+        report::write_atomic(p, render::to_svg(&d).as_bytes())?;
     }
     Ok(d)
+}
+
+impl NodeDiagnosis {
+    /// Wrapped at least once at f, at 2f or inside a SIGMA row op.
+    pub fn wrapped(&self) -> bool {
+        self.overflows.unwrap_or(0)
+            + self.overflows_2f.unwrap_or(0)
+            + self.internal_overflows.unwrap_or(0)
+            > 0
+    }
+}
+
+/// A node's numbers from what it recorded (`None`: nothing) and its error against float.
+fn with_numbers(
+    node: NodeDiagnosis,
+    s: Option<&NodeStats>,
+    e: &ErrorAcc,
+    fp: suf_compiler::FixedPoint,
+) -> NodeDiagnosis {
+    let headroom = |bound: f64, max: f64| (max > 0.0).then(|| (bound / max).log2());
+    let n_bits = fp.n_bits();
+    let common = NodeDiagnosis {
+        max_abs_error: e.max_abs,
+        cosine: e.cosine(),
+        ..node
+    };
+    let Some(s) = s else {
+        return NodeDiagnosis {
+            recorded: false,
+            ..common
+        };
+    };
+    NodeDiagnosis {
+        recorded: true,
+        headroom_bits: headroom(fp.real_bound(), s.max_abs),
+        headroom_2f_bits: s.max_abs_2f.and_then(|m| headroom(fp.product_bound(), m)),
+        max_abs: Some(s.max_abs),
+        overflows: Some(s.overflows),
+        max_abs_2f: s.max_abs_2f,
+        overflows_2f: Some(s.overflows_2f),
+        internal_bits: s.internal_bits,
+        headroom_internal_bits: s.internal_bits.map(|b| i64::from(n_bits) - i64::from(b)),
+        internal_overflows: Some(s.internal_overflows),
+        elements: s.elements,
+        ..common
+    }
 }
 
 /// The SUF nodes of a rewritten graph, in graph order, with the tensor each produces.
@@ -237,16 +285,17 @@ fn suf_nodes(
                 .map(|a| String::from_utf8_lossy(&a.s).into_owned())
                 .unwrap_or_default(),
             layer: layer_of(&n.name),
-            tensor: n.output[0].clone(),
-            max_abs: 0.0,
+            tensor: n.output.first().cloned().unwrap_or_default(),
+            recorded: false,
+            max_abs: None,
             headroom_bits: None,
-            overflows: 0,
+            overflows: None,
             max_abs_2f: None,
             headroom_2f_bits: None,
-            overflows_2f: 0,
+            overflows_2f: None,
             internal_bits: None,
             headroom_internal_bits: None,
-            internal_overflows: 0,
+            internal_overflows: None,
             max_abs_error: 0.0,
             cosine: 1.0,
             elements: 0,
@@ -283,7 +332,7 @@ fn reals(t: &tract_onnx::prelude::TValue, frac_bits: u32) -> Result<Vec<f64>> {
 }
 
 #[derive(Debug, Clone, Default)]
-struct ErrorAcc {
+pub struct ErrorAcc {
     max_abs: f64,
     dot: f64,
     aa: f64,
@@ -291,7 +340,7 @@ struct ErrorAcc {
 }
 
 impl ErrorAcc {
-    fn add(&mut self, a: &[f64], b: &[f64]) {
+    pub fn add(&mut self, a: &[f64], b: &[f64]) {
         for (&x, &y) in a.iter().zip(b) {
             self.max_abs = self.max_abs.max((x - y).abs());
             self.dot += x * y;
@@ -300,7 +349,7 @@ impl ErrorAcc {
         }
     }
 
-    fn cosine(&self) -> f64 {
+    pub fn cosine(&self) -> f64 {
         if self.aa == 0.0 && self.bb == 0.0 {
             1.0
         } else if self.aa == 0.0 || self.bb == 0.0 {
@@ -309,168 +358,6 @@ impl ErrorAcc {
             self.dot / (self.aa.sqrt() * self.bb.sqrt())
         }
     }
-}
-
-fn fmt_opt(v: Option<f64>, digits: usize) -> String {
-    v.map(|x| format!("{x:.digits$}"))
-        .unwrap_or_else(|| "-".into())
-}
-
-pub fn to_markdown(d: &Diagnosis) -> String {
-    let mut out = format!(
-        "# suf-run diagnose: {} ({}, n_bits={}, frac_bits={}, {} examples)\n\n",
-        d.row, d.emulation, d.n_bits, d.frac_bits, d.examples
-    );
-    out.push_str(&format!(
-        "model `{}` · commit `{}` · {}\n\nHeadroom is log2(2^(n-1-f) / max|x|) at scale f, log2(2^(n-1-2f) / max|y|) for products at 2f, and n minus the ring size the intermediates of a SIGMA softmax/LayerNorm need (sums, the sum of squares); negative means the ring wrapped (overflows @int counts rows). Error and cosine compare this node's output with the float graph's value of the same tensor.\n\n",
-        d.model, d.git_commit, d.machine
-    ));
-    if d.flagged.is_empty() {
-        out.push_str("No node overflowed.\n\n");
-    } else {
-        out.push_str(&format!(
-            "**{} node(s) overflowed:** {}\n\n",
-            d.flagged.len(),
-            d.flagged.join(", ")
-        ));
-    }
-    out.push_str("| # | node | site | layer | max abs | headroom (bits) | overflows | max abs @2f | headroom @2f | overflows @2f | bits @int | headroom @int | overflows @int | max abs err | cosine |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for n in &d.nodes {
-        out.push_str(&format!(
-            "| {} | `{}` | {} | {} | {:.4} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3e} | {:.6} |\n",
-            n.index,
-            n.node,
-            n.site,
-            n.layer.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
-            n.max_abs,
-            fmt_opt(n.headroom_bits, 1),
-            n.overflows,
-            fmt_opt(n.max_abs_2f, 4),
-            fmt_opt(n.headroom_2f_bits, 1),
-            n.overflows_2f,
-            n.internal_bits.map_or("-".to_string(), |b| b.to_string()),
-            n.headroom_internal_bits.map_or("-".to_string(), |b| b.to_string()),
-            n.internal_overflows,
-            n.max_abs_error,
-            n.cosine
-        ));
-    }
-    out
-}
-
-const KIND_COLORS: [(&str, &str); 8] = [
-    ("matmul", "#1f77b4"),
-    ("add", "#ff7f0e"),
-    ("layernorm", "#2ca02c"),
-    ("rmsnorm", "#2ca02c"),
-    ("softmax", "#d62728"),
-    ("gelu", "#9467bd"),
-    ("silu", "#9467bd"),
-    ("embedding", "#8c564b"),
-];
-
-/// Max abs error per node (log scale) in graph order, layers shaded, overflowing nodes ringed.
-pub fn to_svg(d: &Diagnosis) -> String {
-    let (w, h, left, right, top, bottom) = (960.0, 420.0, 70.0, 20.0, 40.0, 60.0);
-    let n = d.nodes.len().max(1) as f64;
-    let floor = 1e-8f64;
-    let ys: Vec<f64> = d
-        .nodes
-        .iter()
-        .map(|x| x.max_abs_error.max(floor).log10())
-        .collect();
-    let (lo, hi) = (
-        ys.iter()
-            .cloned()
-            .fold(f64::INFINITY, f64::min)
-            .floor()
-            .min(-4.0),
-        ys.iter()
-            .cloned()
-            .fold(f64::NEG_INFINITY, f64::max)
-            .ceil()
-            .max(0.0),
-    );
-    let px = |i: f64| left + (w - left - right) * (i + 0.5) / n;
-    let py = |v: f64| top + (h - top - bottom) * (hi - v) / (hi - lo).max(1e-9);
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"20\" font-size=\"14\">{} · {} · n={} f={} · max abs error vs float per SUF node ({} examples)</text>\n",
-        xml(&d.row), d.emulation, d.n_bits, d.frac_bits, d.examples
-    );
-    let mut start = 0;
-    while start < d.nodes.len() {
-        let layer = d.nodes[start].layer;
-        let end = (start..d.nodes.len())
-            .find(|&j| d.nodes[j].layer != layer)
-            .unwrap_or(d.nodes.len());
-        if let Some(l) = layer {
-            let x0 = px(start as f64 - 0.5);
-            let x1 = px(end as f64 - 0.5);
-            let fill = if l % 2 == 0 { "#f2f2f2" } else { "#e6e6e6" };
-            s.push_str(&format!(
-                "<rect x=\"{x0:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{fill}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">layer {l}</text>\n",
-                x1 - x0,
-                h - top - bottom,
-                (x0 + x1) / 2.0,
-                h - bottom + 28.0
-            ));
-        }
-        start = end;
-    }
-    for e in (lo as i64)..=(hi as i64) {
-        let y = py(e as f64);
-        s.push_str(&format!(
-            "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ccc\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">1e{e}</text>\n",
-            w - right,
-            left - 6.0,
-            y + 4.0
-        ));
-    }
-    for (i, (node, y)) in d.nodes.iter().zip(&ys).enumerate() {
-        let color = KIND_COLORS
-            .iter()
-            .find(|(k, _)| *k == node.site)
-            .map_or("#333", |(_, c)| c);
-        let (cx, cy) = (px(i as f64), py(*y));
-        s.push_str(&format!(
-            "<circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"3\" fill=\"{color}\"><title>{} ({}) err {:.3e}</title></circle>\n",
-            xml(&node.node),
-            node.site,
-            node.max_abs_error
-        ));
-        if node.overflows + node.overflows_2f + node.internal_overflows > 0 {
-            s.push_str(&format!(
-                "<circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"6\" fill=\"none\" stroke=\"red\" stroke-width=\"1.5\"/>\n"
-            ));
-        }
-    }
-    let mut lx = left;
-    for (k, c) in KIND_COLORS
-        .iter()
-        .filter(|(k, _)| *k != "rmsnorm" && *k != "silu")
-    {
-        s.push_str(&format!(
-            "<circle cx=\"{lx:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{c}\"/><text x=\"{:.1}\" y=\"{:.1}\">{k}</text>\n",
-            h - 12.0,
-            lx + 8.0,
-            h - 8.0
-        ));
-        lx += 95.0;
-    }
-    s.push_str(&format!(
-        "<circle cx=\"{lx:.1}\" cy=\"{:.1}\" r=\"6\" fill=\"none\" stroke=\"red\"/><text x=\"{:.1}\" y=\"{:.1}\">overflowed</text>\n</svg>\n",
-        h - 12.0,
-        lx + 10.0,
-        h - 8.0
-    ));
-    s
-}
-
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -486,6 +373,37 @@ mod tests {
         assert_eq!(layer_of("/transformer/h.11/mlp/c_fc/Add"), Some(11));
         assert_eq!(layer_of("/model/layers.0/self_attn/q_proj/MatMul"), Some(0));
         assert_eq!(layer_of("/bert/embeddings/LayerNorm"), None);
+    }
+
+    fn blank(name: &str) -> NodeDiagnosis {
+        let mut b = suf_compiler::builder::GraphBuilder::new("g");
+        b.input_f32("x", &[1]);
+        b.node("Relu", &["x"], &["y"]);
+        b.output("y");
+        let mut m = b.build();
+        let n = &mut m.graph.as_mut().unwrap().node[0];
+        n.domain = suf_compiler::SUF_DOMAIN.into();
+        n.name = name.into();
+        suf_nodes(&m, &m).remove(0)
+    }
+
+    #[test]
+    fn a_node_without_statistics_reports_unknown_not_zero_overflows() {
+        let fp = suf_compiler::FixedPoint::new(20, 12).unwrap();
+        let n = with_numbers(blank("quiet"), None, &ErrorAcc::default(), fp);
+        assert!(!n.recorded);
+        assert_eq!((n.overflows, n.max_abs), (None, None));
+        let stats = NodeStats {
+            max_abs: 300.0,
+            overflows: 2,
+            elements: 10,
+            ..Default::default()
+        };
+        let n = with_numbers(blank("loud"), Some(&stats), &ErrorAcc::default(), fp);
+        assert!(n.recorded && n.wrapped());
+        assert_eq!(n.overflows, Some(2));
+        // 2^(20-1-12) = 128 < 300: headroom is negative.
+        assert!(n.headroom_bits.unwrap() < 0.0);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use suf_compiler::panic_guard;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
@@ -47,6 +48,28 @@ pub struct Engine {
     pub output_shape: Vec<usize>,
     /// Intermediate tensors returned after the logits (diagnostics), by ONNX tensor name.
     pub probes: Vec<String>,
+    /// Choices made about the graph that a report must show (e.g. which output was scored).
+    pub notes: Vec<String>,
+}
+
+/// The output to score: the one named `logits`; a model's only output otherwise (with a
+/// note saying so); with several outputs and none named `logits`, an error.
+fn pick_logits(names: &[String]) -> Result<(usize, Vec<String>)> {
+    if let Some(i) = names.iter().position(|n| n == "logits") {
+        return Ok((i, vec![]));
+    }
+    match names {
+        [] => bail!("model has no outputs"),
+        [only] => Ok((
+            0,
+            vec![format!(
+                "scored output \"{only}\", the model's only output (none is named \"logits\")"
+            )],
+        )),
+        _ => bail!(
+            "model has outputs {names:?} and none is named \"logits\": cannot tell which to score"
+        ),
+    }
 }
 
 impl Engine {
@@ -72,6 +95,27 @@ impl Engine {
         seq_len: usize,
         probes: &[String],
     ) -> Result<Self> {
+        // tract asserts rather than errs on some graphs it cannot optimise (SPEC section 7:
+        // an EinSum rank assertion): that is an error about this graph, not a crash.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::build(framework, proto, model_dir, batch, seq_len, probes)
+        }))
+        .map_err(|p| {
+            anyhow!(
+                "tract panicked while loading the graph: {}",
+                panic_guard::payload_text(p.as_ref())
+            )
+        })?
+    }
+
+    fn build(
+        framework: &tract_onnx::Onnx,
+        proto: &ModelProto,
+        model_dir: Option<&std::path::Path>,
+        batch: usize,
+        seq_len: usize,
+        probes: &[String],
+    ) -> Result<Self> {
         let dir = model_dir.and_then(|d| d.to_str());
         let parsed = framework
             .parse(proto, dir)
@@ -84,11 +128,12 @@ impl Engine {
             let role = InputRole::from_name(&name).ok_or_else(|| {
                 anyhow!("model input \"{name}\" is not one the runner can fill (input_ids, attention_mask, token_type_ids, position_ids)")
             })?;
+            // An input without an element type is a broken export, not an int64 one.
             let dt = model
                 .input_fact(ix)?
                 .datum_type
                 .concretize()
-                .unwrap_or(DatumType::I64);
+                .ok_or_else(|| anyhow!("model input \"{name}\" declares no element type; expected int64 or int32 token ids"))?;
             if !matches!(dt, DatumType::I64 | DatumType::I32) {
                 bail!("model input \"{name}\" has type {dt:?}; expected int64 or int32 token ids");
             }
@@ -99,14 +144,17 @@ impl Engine {
             bail!("model has no \"input_ids\" input");
         }
         let outputs = model.output_outlets()?.to_vec();
-        let logits = outputs
+        let names: Vec<String> = outputs
             .iter()
-            .copied()
-            .find(|o| {
-                model.outlet_label(*o) == Some("logits") || model.node(o.node).name == "logits"
+            .map(|o| {
+                model
+                    .outlet_label(*o)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| model.node(o.node).name.clone())
             })
-            .or_else(|| outputs.first().copied())
-            .context("model has no outputs")?;
+            .collect();
+        let (logits, notes) = pick_logits(&names)?;
+        let logits = outputs[logits];
         let mut selected = vec![logits];
         for name in probes {
             selected.push(
@@ -148,6 +196,7 @@ impl Engine {
             seq_len,
             output_shape,
             probes: probes.to_vec(),
+            notes,
         })
     }
 
@@ -189,18 +238,24 @@ impl Engine {
             values.push(tensor.into_tvalue());
         }
         // A tract kernel that panics (e.g. an out-of-range Gather) must become an error
-        // naming the graph, not an abort of the whole run.
-        let outputs =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.plan.run(values)))
-                .map_err(|p| {
-                    let msg = p
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    anyhow!("tract panicked while running the graph: {msg}")
-                })?
-                .map_err(|e| anyhow!("tract run failed: {e:#}"))?;
+        // naming the graph and node, not an abort of the whole run.
+        let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut state = self.plan.spawn()?;
+            state.run_plan_with_eval(values, |ctx, op_state, node, input| {
+                let _scope = panic_guard::NodeScope::enter(&node.name);
+                tract_onnx::tract_core::plan::eval(ctx, op_state, node, input)
+            })
+        }))
+        .map_err(|p| {
+            let node = panic_guard::take_last()
+                .and_then(|r| r.node)
+                .unwrap_or_else(|| "(unknown)".into());
+            anyhow!(
+                "tract panicked at node {node} while running the graph: {}",
+                panic_guard::payload_text(p.as_ref())
+            )
+        })?
+        .map_err(|e| anyhow!("tract run failed: {e:#}"))?;
         let mut outputs: Vec<TValue> = outputs.into_iter().collect();
         ensure!(!outputs.is_empty(), "model produced no output");
         let out = &outputs[0];
@@ -255,6 +310,22 @@ pub fn embedding_rows(proto: &ModelProto) -> Option<i64> {
                 .find(|t| Some(&t.name) == n.input.first())
         })
         .and_then(|t| t.dims.first().copied())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logits_by_name_else_the_only_output_with_a_note() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(pick_logits(&names(&["h", "logits"])).unwrap(), (1, vec![]));
+        let (i, notes) = pick_logits(&names(&["output"])).unwrap();
+        assert_eq!(i, 0);
+        assert!(notes[0].contains("\"output\""), "{notes:?}");
+        let err = pick_logits(&names(&["a", "b"])).unwrap_err().to_string();
+        assert!(err.contains("none is named \"logits\""), "{err}");
+    }
 }
 
 /// Reads an ONNX file into a prost ModelProto (for the float graph when the compiler is not involved).

@@ -21,7 +21,7 @@ pub fn merge_files(
     let merged = merge(reports)?;
     report::write_atomic(out_json, &report::to_json(&merged)?)?;
     if let Some(md) = out_md {
-        report::write_atomic(md, report::to_markdown(&merged).as_bytes())?;
+        crate::markdown::write(&merged, md)?;
     }
     eprintln!("merged {} shards into {}", inputs.len(), out_json.display());
     Ok(())
@@ -56,6 +56,21 @@ pub fn merge(mut reports: Vec<(String, Report)>) -> Result<Report> {
         }
         if !r.meta.complete {
             bail!("{name} is incomplete (its run did not finish); rerun that shard with the same --out-json to resume it");
+        }
+        // Shards of other code must not be summed: the commit and the binary must agree.
+        if r.meta.git_commit != first.meta.git_commit {
+            bail!(
+                "{name} was produced at git commit {}, {first_name} at {}: shards must come from the same build",
+                r.meta.git_commit,
+                first.meta.git_commit
+            );
+        }
+        if r.meta.binary_sha256 != first.meta.binary_sha256 {
+            bail!(
+                "{name} was produced by binary sha256 {}, {first_name} by {}: shards must come from the same build",
+                r.meta.binary_sha256,
+                first.meta.binary_sha256
+            );
         }
         let same = r.meta.config_sha256 == first.meta.config_sha256
             && r.meta.emulation == first.meta.emulation
@@ -149,7 +164,16 @@ fn merge_row(parts: &[&RowReport]) -> Result<RowReport> {
         }
     }
     let mut out = first.clone();
-    out.fill_from_counts(total.expect("at least one shard"))?;
+    out.fill_from_counts(total.context("no shard rows")?)?;
     out.wall_s = wall;
+    // Each shard wrote its own predictions file; the merged row has none of its own.
+    out.predictions_sha256 = None;
+    for p in &parts[1..] {
+        for note in &p.run_notes {
+            if !out.run_notes.contains(note) {
+                out.run_notes.push(note.clone());
+            }
+        }
+    }
     Ok(out)
 }

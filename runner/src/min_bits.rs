@@ -26,7 +26,6 @@ use tract_onnx::pb::ModelProto;
 use crate::engine::Engine;
 use crate::evaluate;
 use crate::metrics::Counts;
-use crate::suf;
 use crate::tokenize::Inputs;
 
 /// Default tolerance of the search, in percentage points of accuracy.
@@ -76,7 +75,8 @@ pub struct MinBits {
 /// What a search needs of the row, shared by its levels.
 pub struct Search<'a> {
     pub row_id: &'a str,
-    pub proto: &'a ModelProto,
+    /// Rewrites the row's model for (n_bits, level) (through the graph cache when there is one).
+    pub compile: &'a dyn Fn(u32, &str) -> Result<ModelProto>,
     pub model_dir: Option<&'a Path>,
     pub framework: &'a tract_onnx::Onnx,
     pub inputs: &'a Inputs,
@@ -115,7 +115,15 @@ impl Search<'_> {
                 t.within_no_wrap
             }
         };
-        let (found, how) = self.smallest(level, predicted, top.acc, &ok, &mut out)?;
+        let mut trials = vec![];
+        let (found, how) = smallest(predicted, f, out.binding_node.as_deref(), &ok, &mut |n| {
+            let attempt = self.attempt(level, n, top.acc)?;
+            if let Attempt::Ran(t) = &attempt {
+                trials.push(t.clone());
+            }
+            Ok(attempt)
+        })?;
+        out.trials.extend(trials);
         if against_float {
             out.min_bits = Some(found);
             out.note = how;
@@ -129,71 +137,16 @@ impl Search<'_> {
         Ok(out)
     }
 
-    /// The smallest n whose trial is `ok`, given that n = 64 is: a descent from the no-wrap
-    /// prediction if it holds, else bisection between it and 64. Returns n and how it was found.
-    fn smallest(
-        &self,
-        level: &str,
-        predicted: u32,
-        no_wrap_acc: f64,
-        ok: &dyn Fn(&Trial) -> bool,
-        out: &mut MinBits,
-    ) -> Result<(u32, String)> {
-        let f = self.frac_bits;
-        if predicted > MAX_RING_BITS {
-            let why = format!(
-                "values exceed a {MAX_RING_BITS}-bit ring at {}, yet n = {MAX_RING_BITS} holds",
-                out.binding_node.as_deref().unwrap_or("?")
-            );
-            return Ok((MAX_RING_BITS, why));
-        }
-        let at = |n: u32, out: &mut MinBits| -> Result<bool> {
-            let (t, _) = self.trial(level, n, Some(no_wrap_acc), false)?;
-            let holds = ok(&t);
-            out.trials.push(t);
-            Ok(holds)
+    /// One evaluation at `n_bits`, or why the level cannot be compiled at that size. Only
+    /// the rewrite's refusal (its parameters bound n from below) means "cannot be built";
+    /// a graph tract cannot load or a failing run is an error of the search.
+    fn attempt(&self, level: &str, n_bits: u32, no_wrap_acc: f64) -> Result<Attempt> {
+        let rewritten = match (self.compile)(n_bits, level) {
+            Ok(m) => m,
+            Err(e) => return Ok(Attempt::Unbuildable(format!("{e:#}"))),
         };
-        if predicted == MAX_RING_BITS || at(predicted, out)? {
-            let mut n = predicted;
-            while n > f + 1 {
-                match at(n - 1, out) {
-                    Ok(true) => n -= 1,
-                    Ok(false) => break,
-                    // The level's own parameters bound n from below (e.g. a truncation shift
-                    // that must stay below n): that n is not a ring this level can run in.
-                    Err(e) => {
-                        let why = format!(
-                            "every evaluated n down to {n} holds; n = {} cannot be built ({e:#})",
-                            n - 1
-                        );
-                        return Ok((n, why));
-                    }
-                }
-            }
-            let how = if n < predicted {
-                format!(
-                    "{} bits below the no-wrap prediction: the wraps there do not move accuracy past the tolerance",
-                    predicted - n
-                )
-            } else {
-                "the no-wrap prediction; one bit less leaves the tolerance".into()
-            };
-            return Ok((n, how));
-        }
-        // The prediction fails and 64 holds: bisect (lo fails, hi holds).
-        let (mut lo, mut hi) = (predicted, MAX_RING_BITS);
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
-            if at(mid, out)? {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
-        }
-        let why = format!(
-            "the no-wrap prediction {predicted} does not hold: a value the node statistics do not see wraps (found by bisection up to {MAX_RING_BITS})"
-        );
-        Ok((hi, why))
+        let (t, _) = self.trial_of(level, n_bits, &rewritten, Some(no_wrap_acc), false)?;
+        Ok(Attempt::Ran(t))
     }
 
     /// Evaluates `level` at ring size `n_bits` over every input; with `record`, also returns
@@ -206,11 +159,22 @@ impl Search<'_> {
         no_wrap_acc: Option<f64>,
         record: bool,
     ) -> Result<(Trial, BTreeMap<String, NodeStats>)> {
-        let rewritten = suf::compile(self.proto, n_bits, self.frac_bits, level)
+        let rewritten = (self.compile)(n_bits, level)
             .with_context(|| format!("compiling {level} at n_bits = {n_bits}"))?;
+        self.trial_of(level, n_bits, &rewritten, no_wrap_acc, record)
+    }
+
+    fn trial_of(
+        &self,
+        level: &str,
+        n_bits: u32,
+        rewritten: &ModelProto,
+        no_wrap_acc: Option<f64>,
+        record: bool,
+    ) -> Result<(Trial, BTreeMap<String, NodeStats>)> {
         let engine = Engine::new(
             self.framework,
-            &rewritten,
+            rewritten,
             self.model_dir,
             self.batch,
             self.seq_len,
@@ -266,6 +230,73 @@ impl Search<'_> {
     }
 }
 
+/// What trying one ring size gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    Ran(Trial),
+    /// The level's rewrite refuses this n (e.g. a truncation shift that must stay below n).
+    Unbuildable(String),
+}
+
+/// The smallest n whose trial is `ok`, given that n = 64 is: a descent from the no-wrap
+/// prediction if it holds, else bisection between it and 64. Returns n and how it was found.
+fn smallest(
+    predicted: u32,
+    f: u32,
+    binding_node: Option<&str>,
+    ok: &dyn Fn(&Trial) -> bool,
+    at: &mut dyn FnMut(u32) -> Result<Attempt>,
+) -> Result<(u32, String)> {
+    if predicted > MAX_RING_BITS {
+        let why = format!(
+            "values exceed a {MAX_RING_BITS}-bit ring at {}, yet n = {MAX_RING_BITS} holds",
+            binding_node.unwrap_or("?")
+        );
+        return Ok((MAX_RING_BITS, why));
+    }
+    let holds = |a: &Attempt| matches!(a, Attempt::Ran(t) if ok(t));
+    if predicted == MAX_RING_BITS || holds(&at(predicted)?) {
+        let mut n = predicted;
+        while n > f + 1 {
+            match at(n - 1)? {
+                Attempt::Ran(t) if ok(&t) => n -= 1,
+                Attempt::Ran(_) => break,
+                Attempt::Unbuildable(why) => {
+                    let why = format!(
+                        "every evaluated n down to {n} holds; n = {} cannot be built ({why})",
+                        n - 1
+                    );
+                    return Ok((n, why));
+                }
+            }
+        }
+        let how = if n < predicted {
+            format!(
+                "{} bits below the no-wrap prediction: the wraps there do not move accuracy past the tolerance",
+                predicted - n
+            )
+        } else {
+            "the no-wrap prediction; one bit less leaves the tolerance".into()
+        };
+        return Ok((n, how));
+    }
+    // The prediction fails and 64 holds: bisect (lo fails, hi holds). A size the level
+    // cannot be built at fails like one that misses the tolerance.
+    let (mut lo, mut hi) = (predicted, MAX_RING_BITS);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if holds(&at(mid)?) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    let why = format!(
+        "the no-wrap prediction {predicted} does not hold: a value the node statistics do not see wraps (found by bisection up to {MAX_RING_BITS})"
+    );
+    Ok((hi, why))
+}
+
 /// The smallest ring holding every recorded value, and the node (and scale) that sets it.
 pub fn predicted_bits(
     recorded: &BTreeMap<String, NodeStats>,
@@ -300,6 +331,56 @@ mod tests {
             max_abs_2f,
             ..Default::default()
         }
+    }
+
+    fn trial(n_bits: u32, within: bool) -> Trial {
+        Trial {
+            n_bits,
+            acc: 0.5,
+            delta_pp: 0.0,
+            agreement: 1.0,
+            within,
+            delta_no_wrap_pp: 0.0,
+            within_no_wrap: within,
+        }
+    }
+
+    #[test]
+    fn descent_stops_where_accuracy_leaves_or_the_rewrite_refuses() {
+        let ok = |t: &Trial| t.within;
+        // Holds down to 30, misses at 29.
+        let (n, _) = smallest(34, 12, None, &ok, &mut |n| {
+            Ok(Attempt::Ran(trial(n, n >= 30)))
+        })
+        .unwrap();
+        assert_eq!(n, 30);
+        // The rewrite refuses 31: 32 is the answer, and the note says why.
+        let (n, how) = smallest(34, 12, None, &ok, &mut |n| {
+            Ok(if n <= 31 {
+                Attempt::Unbuildable("shift must stay below n".into())
+            } else {
+                Attempt::Ran(trial(n, true))
+            })
+        })
+        .unwrap();
+        assert_eq!(n, 32);
+        assert!(
+            how.contains("cannot be built (shift must stay below n)"),
+            "{how}"
+        );
+    }
+
+    #[test]
+    fn a_failing_evaluation_is_an_error_not_cannot_be_built() {
+        let ok = |t: &Trial| t.within;
+        let err = smallest(34, 12, None, &ok, &mut |n| {
+            if n == 33 {
+                anyhow::bail!("tract cannot type the graph")
+            }
+            Ok(Attempt::Ran(trial(n, true)))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("tract cannot type"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The JSON report (SPEC section 3 schema plus the exact counts that resume and merge need),
-//! its Markdown rendering in the Table 4 layout, and atomic file writes.
+//! the numbers derived from those counts, and atomic file writes. `markdown.rs` renders it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,7 +33,11 @@ impl std::fmt::Display for ShardSpec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Meta {
     pub tool_version: String,
+    /// The checkout's commit at run time, with "-dirty" when tracked files had changes.
     pub git_commit: String,
+    /// SHA-256 of the executable that computed the numbers (reports before it: empty).
+    #[serde(default)]
+    pub binary_sha256: String,
     pub config_sha256: String,
     pub config: String,
     pub machine: String,
@@ -132,6 +136,9 @@ pub struct RowReport {
     pub task: String,
     pub model: String,
     pub model_sha256: Option<String>,
+    /// The model's external-data files (relative to its folder) with their SHA-256.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_data_sha256: BTreeMap<String, String>,
     pub seq_len: usize,
     pub n_bits: u32,
     pub frac_bits: u32,
@@ -155,6 +162,12 @@ pub struct RowReport {
     /// `--find-min-bits`: per level, the smallest ring within the tolerance.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub min_bits: BTreeMap<String, MinBits>,
+    /// What this run decided or could not check about the row (scored output, label order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub run_notes: Vec<String>,
+    /// SHA-256 of this row's `--predictions-out` lines, so a resumed run can carry them over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictions_sha256: Option<String>,
 }
 
 fn pct(x: f64) -> f64 {
@@ -175,6 +188,7 @@ impl RowReport {
             task: row.task.as_str().into(),
             model: row.model.clone(),
             model_sha256: None,
+            external_data_sha256: BTreeMap::new(),
             seq_len,
             n_bits: row.n_bits,
             frac_bits: name_frac,
@@ -200,6 +214,8 @@ impl RowReport {
             counts: None,
             wall_s: 0.0,
             min_bits: BTreeMap::new(),
+            run_notes: Vec::new(),
+            predictions_sha256: None,
         }
     }
 
@@ -263,7 +279,41 @@ impl RowReport {
     }
 }
 
-fn task_of(s: &str) -> Result<Task> {
+/// `models/x.onnx` -> `models/x.pytorch.json`: a measured PyTorch run of that ONNX's source.
+pub fn pytorch_record(model: &Path) -> std::path::PathBuf {
+    model.with_extension("pytorch.json")
+}
+
+/// The `pytorch` entry of a row: the PyTorch record beside the model, when it was measured
+/// for this very ONNX file (its `onnx_sha256`) and holds an accuracy; else none.
+pub fn read_pytorch_record(model: &Path, model_sha256: &str) -> Result<Option<serde_json::Value>> {
+    let path = pytorch_record(model);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", path.display()))?;
+    let (Some(acc), Some(sha)) = (
+        v.get("pytorch_acc").and_then(|a| a.as_f64()),
+        v.get("onnx_sha256").and_then(|s| s.as_str()),
+    ) else {
+        return Ok(None);
+    };
+    if sha != model_sha256 {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::json!({
+        "acc": acc,
+        "f1": v.get("pytorch_f1").and_then(|f| f.as_f64()),
+        "examples": v.get("val_size").and_then(|n| n.as_u64()),
+        "source": path.display().to_string(),
+        "onnx_sha256": sha,
+    })))
+}
+
+pub fn task_of(s: &str) -> Result<Task> {
     serde_json::from_value(serde_json::Value::String(s.into()))
         .with_context(|| format!("unknown task \"{s}\""))
 }
@@ -336,284 +386,9 @@ pub fn read_report(path: &Path) -> Result<Report> {
         .with_context(|| format!("{} is not a suf-run report", path.display()))
 }
 
-fn fmt_pct(x: f64) -> String {
-    format!("{:.2}", x * 100.0)
-}
-
-fn fmt_size(n: Option<u64>) -> String {
-    match n {
-        None => "-".into(),
-        Some(n) if n >= 10_000 => format!("{}k", (n as f64 / 1000.0).round()),
-        Some(n) if n >= 1_000 => format!("{:.1}k", n as f64 / 1000.0),
-        Some(n) => n.to_string(),
-    }
-}
-
-fn float_extra(f: &FloatSection) -> String {
-    match (f.f1, f.word_acc) {
-        (Some(a), _) => format!("F1 float {}", fmt_pct(a)),
-        (_, Some(a)) => format!("whole-word float {}", fmt_pct(a)),
-        _ => String::new(),
-    }
-}
-
-fn md_escape(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
-}
-
-/// Table 4 layout (SPEC section 3) plus a details table with every level, deltas and agreement.
-pub fn to_markdown(report: &Report) -> String {
-    let m = &report.meta;
-    let mut out = String::new();
-    out.push_str("# suf-run: SIGMA Table 4 comparison\n\n");
-    out.push_str(&format!(
-        "tool {} · commit `{}` · config sha256 `{}` · {} · started {} · finished {}{}\n\n",
-        m.tool_version,
-        m.git_commit,
-        &m.config_sha256[..m.config_sha256.len().min(12)],
-        m.machine,
-        m.started,
-        m.finished.as_deref().unwrap_or("(running)"),
-        m.shard
-            .as_ref()
-            .map(|s| format!(" · shard {s}"))
-            .unwrap_or_default()
-    ));
-    out.push_str("PyTorch Acc and Sigma Acc are SIGMA's reported numbers; SUF Acc is this run's rewritten graph (emulation level `");
-    out.push_str(m.emulation.first().map(String::as_str).unwrap_or("output"));
-    out.push_str(
-        "`); Notes give this run's float accuracy (original graph in tract) and agreement.\n\n",
-    );
-    out.push_str("| Model | Dataset | Train Size | Val Size | PyTorch Acc | Sigma Acc | SUF Acc | Bitwidth | frac_bits | Notes |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
-    let first_level = m
-        .emulation
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "output".into());
-    for r in &report.rows {
-        let dataset = task_of(&r.task)
-            .map(|t| t.display_name().to_string())
-            .unwrap_or_else(|_| r.task.clone());
-        let suf = if r.skipped {
-            "skipped".to_string()
-        } else {
-            r.suf
-                .get(&first_level)
-                .map(|s| fmt_pct(s.acc))
-                .unwrap_or_else(|| "-".into())
-        };
-        let mut notes = Vec::new();
-        if let Some(reason) = &r.skip_reason {
-            notes.push(format!("skipped: {reason}"));
-        }
-        if let Some(f) = &r.float {
-            notes.push(format!(
-                "float (tract) {} on {} examples",
-                fmt_pct(f.acc),
-                r.examples
-            ));
-        }
-        if let Some(s) = r.suf.get(&first_level) {
-            notes.push(format!("agreement {}", fmt_pct(s.agreement)));
-        }
-        if let Some(n) = &r.notes {
-            notes.push(n.clone());
-        }
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            md_escape(r.name.as_deref().unwrap_or(&r.id)),
-            dataset,
-            fmt_size(r.train_size),
-            r.val_size
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| format!("({})", r.sigma_ref.val_size)),
-            fmt_pct(r.sigma_ref.pytorch_acc),
-            fmt_pct(r.sigma_ref.sigma_acc),
-            suf,
-            r.n_bits,
-            r.frac_bits,
-            md_escape(&notes.join("; "))
-        ));
-    }
-    out.push_str("\n## Details\n\n");
-    out.push_str("| Row | Examples | Float Acc | Level | SUF Acc | SUF-Float (pp) | SUF-Sigma (pp) | Float-Sigma PyTorch (pp) | Agreement | mean abs logit diff | max abs logit diff | Extra | Float s | SUF s |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for r in report.rows.iter().filter(|r| !r.skipped) {
-        let Some(f) = &r.float else { continue };
-        if r.suf.is_empty() {
-            out.push_str(&format!(
-                "| {} | {} | {} | - | - | - | - | {:+.2} | - | - | - | {} | {:.1} | - |\n",
-                r.id,
-                r.examples,
-                fmt_pct(f.acc),
-                r.float_sigma_pp.unwrap_or(0.0),
-                float_extra(f),
-                f.runtime_s
-            ));
-        }
-        for (level, s) in &r.suf {
-            let d = &r.delta_pp[level];
-            let extra = match (f.f1, s.f1, f.word_acc, s.word_acc) {
-                (Some(a), Some(b), _, _) => format!("F1 float {} / SUF {}", fmt_pct(a), fmt_pct(b)),
-                (_, _, Some(a), Some(b)) => {
-                    format!("whole-word float {} / SUF {}", fmt_pct(a), fmt_pct(b))
-                }
-                _ => String::new(),
-            };
-            out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {:+.2} | {:+.2} | {:+.2} | {} | {:.3e} | {:.3e} | {} | {:.1} | {:.1} |\n",
-                r.id,
-                r.examples,
-                fmt_pct(f.acc),
-                level,
-                fmt_pct(s.acc),
-                d.suf_float,
-                d.suf_sigma,
-                r.float_sigma_pp.unwrap_or(0.0),
-                fmt_pct(s.agreement),
-                s.logit_abs_diff.mean,
-                s.logit_abs_diff.max,
-                extra,
-                f.runtime_s,
-                s.runtime_s
-            ));
-        }
-    }
-    out.push_str(&levels_table(report));
-    out
-}
-
-/// Float next to every level, and each level's smallest ring (`--find-min-bits`) next to the
-/// bitwidth SIGMA chose for the row.
-fn levels_table(report: &Report) -> String {
-    let rows: Vec<&RowReport> = report
-        .rows
-        .iter()
-        .filter(|r| !r.skipped && r.float.is_some() && !r.suf.is_empty())
-        .collect();
-    let levels: Vec<&str> = crate::suf::LEVELS
-        .iter()
-        .copied()
-        .filter(|l| rows.iter().any(|r| r.suf.contains_key(*l)))
-        .collect();
-    if rows.is_empty() {
-        return String::new();
-    }
-    let searched = rows.iter().any(|r| !r.min_bits.is_empty());
-    let mut out = String::from("\n## Emulation levels");
-    if searched {
-        out.push_str(" and the smallest ring");
-    }
-    out.push_str("\n\n");
-    if searched {
-        let tol = rows
-            .iter()
-            .flat_map(|r| r.min_bits.values())
-            .map(|m| m.tolerance_pp)
-            .next()
-            .unwrap_or(0.0);
-        // One example is 100/examples pp; a tolerance below it means "no example changed".
-        let examples = rows.iter().map(|r| r.examples).min().unwrap_or(1).max(1);
-        let resolution = 100.0 / examples as f64;
-        out.push_str(&format!(
-            "Resolution: one example = {resolution:.3} pp ({examples} examples){}. ",
-            if tol < resolution {
-                "; the tolerance is below it, so within means no example changed"
-            } else {
-                ""
-            }
-        ));
-        out.push_str(&format!(
-            "min n: the smallest ring size whose accuracy stays within {tol} pp of float (f fixed), \
-             found from the overflow statistics and confirmed by evaluation; (p) is the no-wrap prediction. \
-             \"none; m*\": no ring reaches float (the level's own arithmetic moves accuracy even at \
-             n = 64), and m is the smallest ring that reproduces the level's n = 64 accuracy.\n\n"
-        ));
-    }
-    out.push_str("| Row | Examples | Float Acc |");
-    for l in &levels {
-        out.push_str(&format!(" {l} Acc |"));
-    }
-    if searched {
-        for l in &levels {
-            out.push_str(&format!(" min n {l} |"));
-        }
-    }
-    out.push_str(" Bitwidth (SIGMA) |\n|---|---|---|");
-    let cols = levels.len() * if searched { 2 } else { 1 } + 1;
-    out.push_str(&"---|".repeat(cols));
-    out.push('\n');
-    for r in &rows {
-        let f = r.float.as_ref().expect("filtered above");
-        out.push_str(&format!(
-            "| {} | {} | {} |",
-            r.id,
-            r.examples,
-            fmt_pct(f.acc)
-        ));
-        for l in &levels {
-            let cell = r.suf.get(*l).map_or("-".to_string(), |s| fmt_pct(s.acc));
-            out.push_str(&format!(" {cell} |"));
-        }
-        if searched {
-            for l in &levels {
-                let cell = match r.min_bits.get(*l) {
-                    None => "-".to_string(),
-                    Some(m) => match (m.min_bits, m.min_bits_no_wrap) {
-                        (Some(n), _) => format!("{n} (p {})", m.predicted),
-                        (None, Some(n)) => format!("none; {n}* (p {})", m.predicted),
-                        (None, None) => "none".to_string(),
-                    },
-                };
-                out.push_str(&format!(" {cell} |"));
-            }
-        }
-        out.push_str(&format!(" {} |\n", r.sigma_ref.bitwidth));
-    }
-    if searched {
-        out.push_str(&searched_rings(&rows, &levels));
-    }
-    out
-}
-
-/// Every ring the search evaluated, with accuracy and float agreement, so the answer can be
-/// read against the evidence.
-fn searched_rings(rows: &[&RowReport], levels: &[&str]) -> String {
-    let mut out = String::from("\nSearched rings (n: accuracy %, agreement with float %):\n\n");
-    for r in rows {
-        for l in levels {
-            if let Some(m) = r.min_bits.get(*l) {
-                let trials: Vec<String> = m
-                    .trials
-                    .iter()
-                    .map(|t| {
-                        format!(
-                            "{}: {} / {}",
-                            t.n_bits,
-                            fmt_pct(t.acc),
-                            fmt_pct(t.agreement)
-                        )
-                    })
-                    .collect();
-                out.push_str(&format!("- {} {l}: {}\n", r.id, trials.join("; ")));
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_like_table4() {
-        assert_eq!(fmt_size(Some(67_349)), "67k");
-        assert_eq!(fmt_size(Some(3_668)), "3.7k");
-        assert_eq!(fmt_size(Some(104_743)), "105k");
-        assert_eq!(fmt_size(None), "-");
-    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {
@@ -659,7 +434,9 @@ mod tests {
             (s.agreement, s.logit_abs_diff.mean, s.logit_abs_diff.max),
             (0.75, 0.25, 0.5)
         );
-        assert_eq!(r.float_sigma_pp, Some(pp(0.5, 0.7107)));
-        assert_eq!(r.delta_pp["output"].suf_sigma, pp(0.5, 0.7034));
+        // Written out by hand: 50 % against SIGMA's 71.07 % and 70.34 %.
+        assert_eq!(r.float_sigma_pp, Some(-21.07));
+        assert_eq!(r.delta_pp["output"].suf_sigma, -20.34);
+        assert_eq!(r.delta_pp["output"].suf_float, 0.0);
     }
 }

@@ -8,16 +8,21 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{LoadedConfig, MissingModel, Row};
+use crate::cache::GraphCache;
+use crate::config::{Family, LoadedConfig, MissingModel, Row};
 use crate::data;
 use crate::engine::Engine;
 use crate::evaluate::{self, Prediction};
 use crate::hash;
+use crate::labels;
 use crate::min_bits::{self, MinBits};
+use crate::predictions::{self, RowPredictions};
+use crate::provenance;
 use crate::report::{self, Meta, Report, RowReport, ShardSpec};
 use crate::suf;
 use crate::sysinfo;
 use crate::tokenize::{self, Inputs};
+use suf_compiler::panic_guard;
 
 pub const DEFAULT_BATCH_SIZE: usize = 8;
 
@@ -100,11 +105,17 @@ pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
         .build()
         .context("cannot start worker threads")?;
     let previous = previous_rows(&opts.out_json, opts.shard.as_ref())?;
+    // Predictions of rows a resumed run reuses come from the file the earlier run wrote.
+    let previous_predictions = match &opts.predictions_out {
+        Some(p) => predictions::read(p)?,
+        None => HashMap::new(),
+    };
 
     let mut report = Report {
         meta: Meta {
             tool_version: env!("CARGO_PKG_VERSION").into(),
             git_commit: sysinfo::git_commit(),
+            binary_sha256: provenance::binary_sha256(),
             config_sha256: loaded.sha256.clone(),
             config: opts.config.display().to_string(),
             machine: sysinfo::machine(),
@@ -130,38 +141,70 @@ pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
         pool: &pool,
         seed: report.meta.seed,
         max_examples: report.meta.max_examples,
+        cache_dir: opts.cache_dir.clone().or_else(|| global.cache_dir.clone()),
     };
-    let mut predictions: Vec<(String, Prediction)> = Vec::new();
+    let mut predictions: Vec<RowPredictions> = Vec::new();
     for (row, explicitly_selected) in selected {
         let key = ctx.resume_key(row)?;
-        if let Some(done) = previous
+        let finished = previous
             .get(&row.id)
-            .filter(|r| r.resume_key == key && !r.skipped && r.counts.is_some())
-        {
+            .filter(|r| r.resume_key == key && !r.skipped && r.counts.is_some());
+        // A reused row keeps its predictions only if the earlier file holds exactly the
+        // lines that run wrote for it (their digest is in the report); otherwise it runs again.
+        let reusable = finished.and_then(|done| match &opts.predictions_out {
+            None => Some((done, None)),
+            Some(path) => {
+                let lines = previous_predictions
+                    .get(&row.id)
+                    .filter(|l| Some(predictions::digest(l)) == done.predictions_sha256);
+                if lines.is_none() {
+                    eprintln!(
+                        "row {}: finished in {}, but {} lacks its predictions: evaluating it again",
+                        row.id,
+                        opts.out_json.display(),
+                        path.display()
+                    );
+                }
+                lines.map(|l| (done, Some(l.clone())))
+            }
+        });
+        if let Some((done, lines)) = reusable {
             eprintln!(
                 "row {}: already finished in {}, reusing it",
                 row.id,
                 opts.out_json.display()
             );
             report.rows.push(done.clone());
+            if let Some(lines) = lines {
+                predictions.push(RowPredictions {
+                    row: row.id.clone(),
+                    lines,
+                });
+            }
         } else {
-            let (row_report, preds) = ctx
+            panic_guard::set_model(Some(format!("{} (row {})", row.model, row.id)));
+            let (mut row_report, preds) = ctx
                 .evaluate_row(row, key, explicitly_selected)
                 .with_context(|| format!("row \"{}\"", row.id))?;
-            predictions.extend(preds.into_iter().map(|p| (row.id.clone(), p)));
+            panic_guard::set_model(None);
+            if opts.predictions_out.is_some() && !row_report.skipped {
+                let block = predictions::lines(&row.id, &preds)?;
+                row_report.predictions_sha256 = Some(predictions::digest(&block.lines));
+                predictions.push(block);
+            }
             report.rows.push(row_report);
         }
         report.meta.peak_rss_mib = sysinfo::peak_rss_mib();
         write_outputs(&report, opts)?;
+        if let Some(path) = &opts.predictions_out {
+            predictions::write(path, &predictions)?;
+        }
     }
     report.meta.finished = Some(sysinfo::now_rfc3339());
     report.meta.complete = true;
     report.meta.peak_rss_mib = sysinfo::peak_rss_mib();
     write_outputs(&report, opts)?;
     check_something_evaluated(&report, opts.shard.is_some())?;
-    if let Some(path) = &opts.predictions_out {
-        write_predictions(path, &predictions)?;
-    }
     if opts.strict_sigma_match {
         check_sigma_match(&report)?;
     }
@@ -210,22 +253,9 @@ fn previous_rows(out_json: &Path, shard: Option<&ShardSpec>) -> Result<HashMap<S
 fn write_outputs(report: &Report, opts: &RunOptions) -> Result<()> {
     report::write_atomic(&opts.out_json, &report::to_json(report)?)?;
     if let Some(md) = &opts.out_md {
-        report::write_atomic(md, report::to_markdown(report).as_bytes())?;
+        crate::markdown::write(report, md)?;
     }
     Ok(())
-}
-
-fn write_predictions(path: &Path, predictions: &[(String, Prediction)]) -> Result<()> {
-    let mut out = Vec::new();
-    for (row, p) in predictions {
-        let mut v = serde_json::to_value(p)?;
-        v.as_object_mut()
-            .expect("struct serialises to an object")
-            .insert("row".into(), row.clone().into());
-        out.extend(serde_json::to_vec(&v)?);
-        out.push(b'\n');
-    }
-    report::write_atomic(path, &out)
 }
 
 /// A run that evaluated no example measured nothing; exiting 0 with 0.00% would pass for a
@@ -291,27 +321,43 @@ struct RowContext<'a> {
     pool: &'a rayon::ThreadPool,
     seed: u64,
     max_examples: Option<usize>,
+    cache_dir: Option<PathBuf>,
 }
 
 impl RowContext<'_> {
-    /// Everything that decides a row's numbers: the row itself, the files' contents, the options.
+    /// Everything that decides a row's numbers: the binary, the row, every file it reads
+    /// (the model with its external data, the tokenizer's files, the data, the export and
+    /// PyTorch records beside the model, swapped-in SUF descriptions), and the options.
     fn resume_key(&self, row: &Row) -> Result<String> {
-        let file_hash = |p: &str| {
-            let path = self.loaded.resolve(p);
+        let file_hash = |path: &Path| {
             if path.is_file() {
-                hash::sha256_file(&path).map(Some)
+                hash::sha256_file(path).map(Some)
             } else {
                 Ok(None)
             }
         };
+        let model_path = self.loaded.resolve(&row.model);
+        let model = if model_path.is_file() {
+            Some(provenance::model_files(&model_path)?)
+        } else {
+            None
+        };
+        let mut tokenizer = BTreeMap::new();
+        for f in tokenize::tokenizer_files(&self.loaded.resolve(&row.tokenizer)) {
+            tokenizer.insert(f.display().to_string(), file_hash(&f)?);
+        }
         let key = serde_json::json!({
             "tool_version": env!("CARGO_PKG_VERSION"),
+            "binary_sha256": provenance::binary_sha256(),
             "row": row,
             "seq_len": self.loaded.config.global.seq_len,
             "frac_bits": row.frac_bits(&self.loaded.config.global),
-            "model": file_hash(&row.model)?,
-            "tokenizer": file_hash(&row.tokenizer)?,
-            "data": file_hash(&row.data)?,
+            "model": model,
+            "tokenizer": tokenizer,
+            "data": file_hash(&self.loaded.resolve(&row.data))?,
+            "export_record": file_hash(&labels::export_record(&model_path))?,
+            "pytorch_record": file_hash(&report::pytorch_record(&model_path))?,
+            "approx_override": provenance::approx_override()?,
             "max_examples": self.max_examples,
             "batch_size": self.batch_size,
             "seed": self.seed,
@@ -366,11 +412,26 @@ impl RowContext<'_> {
         let chosen = &limited[range];
         let tokenizer = tokenize::load_tokenizer(&self.loaded.resolve(&row.tokenizer))?;
         let inputs = tokenize::encode(row.family, &tokenizer, chosen, seq_len)?;
-        out.model_sha256 = Some(hash::sha256_file(&model_path)?);
+        let model_files = provenance::model_files(&model_path)?;
+        let model_sha256 = hash::sha256_file(&model_path)?;
+        out.external_data_sha256 = model_files
+            .iter()
+            .skip(1)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.pytorch = report::read_pytorch_record(&model_path, &model_sha256)?;
+        out.model_sha256 = Some(model_sha256);
         let (tally, predictions, min_bits) = if inputs.is_empty() {
             (empty_tally(&self.opts.emulation), vec![], BTreeMap::new())
         } else {
-            self.run_graphs(row, &model_path, &inputs, &indices)?
+            self.run_graphs(
+                row,
+                &model_path,
+                model_files,
+                &inputs,
+                &indices,
+                &mut out.run_notes,
+            )?
         };
         out.fill_from_counts(report::counts_from_tally(&tally))?;
         out.min_bits = min_bits;
@@ -383,8 +444,10 @@ impl RowContext<'_> {
         &self,
         row: &Row,
         model_path: &Path,
+        model_files: BTreeMap<String, String>,
         inputs: &Inputs,
         indices: &[usize],
+        notes: &mut Vec<String>,
     ) -> Result<(
         evaluate::RowTally,
         Vec<Prediction>,
@@ -393,13 +456,18 @@ impl RowContext<'_> {
         let global = &self.loaded.config.global;
         let framework = suf::framework();
         let proto = suf::load_model(model_path)?;
-        if let Some(rows) = crate::engine::embedding_rows(&proto) {
-            if let Some(id) = max_token_id(inputs).filter(|&id| id >= rows) {
-                bail!(
-                    "token id {id} from tokenizer {} is outside the model's vocabulary of {rows}: the tokenizer does not belong to this model",
-                    row.tokenizer
-                );
+        match crate::engine::embedding_rows(&proto) {
+            Some(rows) => {
+                if let Some(id) = max_token_id(inputs).filter(|&id| id >= rows) {
+                    bail!(
+                        "token id {id} from tokenizer {} is outside the model's vocabulary of {rows}: the tokenizer does not belong to this model",
+                        row.tokenizer
+                    );
+                }
             }
+            None => notes.push(
+                "vocabulary check skipped: no Gather of input_ids from an initializer tells the model's vocabulary size".into(),
+            ),
         }
         let dir = model_path.parent();
         // Always the configured batch (short batches are padded): a shard then computes each
@@ -413,9 +481,31 @@ impl RowContext<'_> {
             global.seq_len,
         )
         .context("float graph")?;
+        notes.extend(float.notes.iter().cloned());
+        if row.family == Family::BertSeqCls {
+            let classes = float.output_shape.last().copied().unwrap_or(0);
+            let map = labels::find(row.label_map.as_ref(), model_path)?;
+            if let Some(note) = labels::check(row.task, classes, map.as_ref())? {
+                eprintln!("row {}: {note}", row.id);
+                notes.push(note);
+            }
+        }
+        let cache = self
+            .cache_dir
+            .as_deref()
+            .map(|d| GraphCache::new(d, model_files))
+            .transpose()?;
+        let frac_bits = row.frac_bits(global);
         let mut suf_engines = Vec::new();
         for level in &self.opts.emulation {
-            let rewritten = suf::compile(&proto, row.n_bits, row.frac_bits(global), level)?;
+            let rewritten = compile_cached(
+                cache.as_ref(),
+                &proto,
+                &row.id,
+                row.n_bits,
+                frac_bits,
+                level,
+            )?;
             let engine = Engine::new(&framework, &rewritten, dir, batch, global.seq_len)
                 .with_context(|| format!("SUF graph ({level})"))?;
             suf_engines.push((level.clone(), engine));
@@ -445,9 +535,12 @@ impl RowContext<'_> {
         if let (Some(tolerance_pp), Some(proto)) = (self.opts.find_min_bits, &proto) {
             drop(float);
             let float_preds: Vec<i64> = evaluation.predictions.iter().map(|p| p.float).collect();
+            let compile = |n_bits: u32, level: &str| {
+                compile_cached(cache.as_ref(), proto, &row.id, n_bits, frac_bits, level)
+            };
             let search = min_bits::Search {
                 row_id: &row.id,
-                proto,
+                compile: &compile,
                 model_dir: dir,
                 framework: &framework,
                 inputs,
@@ -494,6 +587,29 @@ impl RowContext<'_> {
         }
         Ok((evaluation.tally, evaluation.predictions, min_bits))
     }
+}
+
+/// The rewrite of `proto` for (n_bits, level), from `--cache-dir` when it holds one.
+fn compile_cached(
+    cache: Option<&GraphCache>,
+    proto: &suf_compiler::ModelProto,
+    row_id: &str,
+    n_bits: u32,
+    frac_bits: u32,
+    level: &str,
+) -> Result<suf_compiler::ModelProto> {
+    let fresh = || suf::compile(proto, n_bits, frac_bits, level);
+    let Some(c) = cache else {
+        return fresh();
+    };
+    let (m, hit) = c.get_or_compile(n_bits, frac_bits, level, fresh)?;
+    if hit {
+        eprintln!(
+            "row {row_id}: {level} at n_bits = {n_bits}: compiled graph from the cache ({})",
+            c.path(&c.key(n_bits, frac_bits, level)).display()
+        );
+    }
+    Ok(m)
 }
 
 fn max_token_id(inputs: &Inputs) -> Option<i64> {

@@ -69,42 +69,89 @@ pub fn encode(
     })
 }
 
-/// Loads `path`: a tokenizer.json, or (when only those exist) a BERT vocab.txt or a GPT-2
-/// vocab.json + merges.txt, given directly or as the directory / sibling of a missing tokenizer.json.
+/// Loads `path`: a tokenizer.json (any `*.json` but `vocab.json`), a BERT WordPiece
+/// vocabulary (any `*.txt`, e.g. a checkpoint's `vocab.txt`), a GPT-2 `vocab.json` with
+/// `merges.txt` beside it, or a checkpoint directory holding one of those. A missing file
+/// named exactly `tokenizer.json` falls back to the vocabulary files of its own directory
+/// (a checkpoint that ships only those); any other missing file is an error, so a config
+/// never silently picks up another model's vocabulary from a shared folder.
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    let is_json_tokenizer = path.is_file() && path.file_name().is_some_and(|n| n != "vocab.json");
-    if is_json_tokenizer && path.extension().is_some_and(|e| e == "json") {
-        return Tokenizer::from_file(path)
-            .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", path.display()));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if path.is_file() {
+        return match (name, ext) {
+            ("vocab.json", _) => {
+                let merges = path.with_file_name("merges.txt");
+                if !merges.is_file() {
+                    bail!(
+                        "{} needs merges.txt beside it (GPT-2 byte-level BPE)",
+                        path.display()
+                    );
+                }
+                byte_level_bpe(path, &merges)
+            }
+            (_, "json") => Tokenizer::from_file(path)
+                .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", path.display())),
+            (_, "txt") => wordpiece_from_vocab(path),
+            _ => bail!(
+                "{}: not a tokenizer file (expected tokenizer.json, vocab.txt or vocab.json)",
+                path.display()
+            ),
+        };
     }
-    let dir: PathBuf = if path.is_dir() {
-        path.to_path_buf()
+    let dir: Option<PathBuf> = if path.is_dir() {
+        Some(path.to_path_buf())
+    } else if name == "tokenizer.json" {
+        path.parent().map(Path::to_path_buf)
     } else {
-        path.parent().map(Path::to_path_buf).unwrap_or_default()
+        None
     };
-    let named = |name: &str| {
-        if path.file_name().is_some_and(|n| n == name) && path.is_file() {
-            Some(path.to_path_buf())
-        } else {
-            Some(dir.join(name)).filter(|p| p.is_file())
+    if let Some(dir) = dir.filter(|d| d.is_dir()) {
+        if dir.join("tokenizer.json").is_file() {
+            return load_tokenizer(&dir.join("tokenizer.json"));
         }
-    };
-    if path.is_dir() && dir.join("tokenizer.json").is_file() {
-        return load_tokenizer(&dir.join("tokenizer.json"));
-    }
-    if let Some(vocab) = named("vocab.txt") {
-        return wordpiece_from_vocab(&vocab);
-    }
-    if let (Some(vocab), Some(merges)) = (
-        named("vocab.json"),
-        Some(dir.join("merges.txt")).filter(|p| p.is_file()),
-    ) {
-        return byte_level_bpe(&vocab, &merges);
+        if dir.join("vocab.txt").is_file() {
+            return wordpiece_from_vocab(&dir.join("vocab.txt"));
+        }
+        if dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file() {
+            return byte_level_bpe(&dir.join("vocab.json"), &dir.join("merges.txt"));
+        }
     }
     bail!(
         "tokenizer not found: {} (need tokenizer.json, vocab.txt, or vocab.json + merges.txt)",
         path.display()
     )
+}
+
+/// The files `load_tokenizer(path)` reads (for resume keys): the same choices, no parsing.
+pub fn tokenizer_files(path: &Path) -> Vec<PathBuf> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if path.is_file() {
+        return if name == "vocab.json" {
+            vec![path.to_path_buf(), path.with_file_name("merges.txt")]
+        } else {
+            vec![path.to_path_buf()]
+        };
+    }
+    let dir = if path.is_dir() {
+        Some(path.to_path_buf())
+    } else if name == "tokenizer.json" {
+        path.parent().map(Path::to_path_buf)
+    } else {
+        None
+    };
+    if let Some(dir) = dir {
+        for candidate in [
+            vec!["tokenizer.json"],
+            vec!["vocab.txt"],
+            vec!["vocab.json", "merges.txt"],
+        ] {
+            if candidate.iter().all(|f| dir.join(f).is_file()) {
+                return candidate.iter().map(|f| dir.join(f)).collect();
+            }
+        }
+    }
+    vec![path.to_path_buf()]
 }
 
 /// BERT WordPiece, as `BertTokenizerFast` builds it. Cased vocabularies (any token with an
@@ -159,7 +206,14 @@ fn byte_level_bpe(vocab: &Path, merges: &Path) -> Result<Tokenizer> {
 
 /// Pads/truncates to seq_len exactly like HF `tokenizer(a, b, truncation=True, padding="max_length")`.
 fn configure_classifier(tokenizer: &mut Tokenizer, seq_len: usize) -> Result<()> {
-    let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
+    // The pad token the tokenizer itself declares, else BERT's [PAD]; never a guessed id.
+    let pad_token = tokenizer
+        .get_padding()
+        .map(|p| p.pad_token.clone())
+        .unwrap_or_else(|| "[PAD]".into());
+    let pad_id = tokenizer.token_to_id(&pad_token).ok_or_else(|| {
+        anyhow!("the tokenizer has no pad token {pad_token:?}: cannot pad inputs to seq_len")
+    })?;
     tokenizer
         .with_truncation(Some(TruncationParams {
             direction: TruncationDirection::Right,
@@ -174,7 +228,7 @@ fn configure_classifier(tokenizer: &mut Tokenizer, seq_len: usize) -> Result<()>
         pad_to_multiple_of: None,
         pad_id,
         pad_type_id: 0,
-        pad_token: "[PAD]".into(),
+        pad_token,
     }));
     Ok(())
 }
@@ -374,6 +428,52 @@ mod tests {
         let lm = &encode_lambada(&tok, &[Example::Passage { text }], 128).unwrap()[0];
         assert_eq!(lm.prompt.len(), 128);
         assert_eq!(lm.label, encode_plain(&tok, " end").unwrap()[0]);
+    }
+
+    fn vocab_dir(tokens: &[&str]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("vocab.txt"), tokens.join("\n") + "\n").unwrap();
+        d
+    }
+
+    #[test]
+    fn a_vocabulary_without_pad_is_an_error_not_id_0() {
+        let d = vocab_dir(&["[UNK]", "[CLS]", "[SEP]", "hello", "world"]);
+        let tok = load_tokenizer(&d.path().join("vocab.txt")).unwrap();
+        let ex = vec![Example::Classify {
+            text_a: "hello world".into(),
+            text_b: None,
+            label: 0,
+        }];
+        let err = format!("{:#}", encode_classify(&tok, &ex, 8).unwrap_err());
+        assert!(err.contains("[PAD]"), "{err}");
+    }
+
+    #[test]
+    fn a_named_vocab_txt_is_a_wordpiece_tokenizer() {
+        let d = vocab_dir(&["[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello", "world"]);
+        let named = d.path().join("row.vocab.txt");
+        std::fs::rename(d.path().join("vocab.txt"), &named).unwrap();
+        let tok = load_tokenizer(&named).unwrap();
+        let ex = vec![Example::Classify {
+            text_a: "Hello world".into(),
+            text_b: None,
+            label: 0,
+        }];
+        let e = &encode_classify(&tok, &ex, 6).unwrap()[0];
+        assert_eq!(e.input_ids, vec![2, 4, 5, 3, 0, 0]);
+    }
+
+    #[test]
+    fn a_missing_row_tokenizer_does_not_fall_back_to_a_shared_vocab() {
+        let d = vocab_dir(&["[PAD]", "[UNK]", "[CLS]", "[SEP]"]);
+        let err = format!(
+            "{:#}",
+            load_tokenizer(&d.path().join("bert-tiny-sst2.tokenizer.json")).unwrap_err()
+        );
+        assert!(err.contains("tokenizer not found"), "{err}");
+        // A checkpoint folder whose tokenizer.json is missing uses its own vocab.txt.
+        assert!(load_tokenizer(&d.path().join("tokenizer.json")).is_ok());
     }
 
     #[test]

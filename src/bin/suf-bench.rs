@@ -1,3 +1,6 @@
 fn main() {
-    std::process::exit(suf_runner::bench::main());
+    std::process::exit(suf_compiler::panic_guard::run_main(
+        "suf-bench",
+        suf_runner::bench::main,
+    ));
 }

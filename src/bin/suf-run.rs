@@ -1,3 +1,6 @@
 fn main() {
-    std::process::exit(suf_runner::cli::main());
+    std::process::exit(suf_compiler::panic_guard::run_main(
+        "suf-run",
+        suf_runner::cli::main,
+    ));
 }

@@ -1,0 +1,536 @@
+//! Fuzzing of the loader and the pass through the public API: seeded mutations of the
+//! fixtures' bytes (tests/fixtures/*.onnx) and graph edits (removed inputs, wrong dtypes,
+//! cycles, missing initializers, bad shapes and attributes) go through
+//! `suf_compiler::load_model_bytes`, `suf_compiler::compile` at every emulation level (and
+//! lowered), and tract's loading of the result. Errors are fine; a panic is a finding.
+//!
+//! `bounded_fuzz_finds_no_panic` runs in CI for a bounded time (`SUF_FUZZ_SECONDS`, default
+//! 30). The campaign (`cargo test --release --test fuzz_compile -- --ignored`) runs
+//! `SUF_FUZZ_INPUTS` inputs (default 10^6) from `SUF_FUZZ_SEED` on `SUF_FUZZ_THREADS` threads.
+//! Every input is a pure function of (seed, index), so a finding is reproduced by
+//! `SUF_FUZZ_SEED=<seed> SUF_FUZZ_ONLY=<index>`.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use suf_compiler::{compile, tract_ops, CompileOptions, Emulation, FixedPoint, ModelProto};
+use tract_onnx::pb::{AttributeProto, TensorProto};
+use tract_onnx::prelude::*;
+
+/// splitmix64: one independent stream per input.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64, index: u64) -> Self {
+        Rng(seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The fixtures with their vocabulary-sized dimensions cut to 96 rows, so one input costs
+/// milliseconds instead of the time it takes to encode a 30k-row embedding table. Shapes
+/// stay consistent where it matters to the pass (an embedding's rows are free, an LM head's
+/// output width only changes the logits).
+fn corpus() -> Vec<(String, ModelProto, Vec<u8>)> {
+    let mut out = vec![];
+    let mut names: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    names.sort();
+    for p in names {
+        let mut m = suf_compiler::load_model(&p).unwrap();
+        for t in &mut m.graph.as_mut().unwrap().initializer {
+            shrink_vocab(t);
+        }
+        let bytes = m.encode_to_vec();
+        out.push((
+            p.file_name().unwrap().to_string_lossy().into_owned(),
+            m,
+            bytes,
+        ));
+    }
+    assert!(out.len() >= 6, "fixtures missing");
+    out
+}
+
+const VOCAB_MIN: i64 = 1000;
+const SHRUNK: i64 = 96;
+
+fn shrink_vocab(t: &mut TensorProto) {
+    let Some(axis) = t.dims.iter().position(|&d| d >= VOCAB_MIN) else {
+        return;
+    };
+    if t.data_type != 1 || t.raw_data.is_empty() {
+        return;
+    }
+    let outer: i64 = t.dims[..axis].iter().product();
+    let inner: i64 = t.dims[axis + 1..].iter().product();
+    let (full, keep) = (t.dims[axis], SHRUNK);
+    let mut raw = Vec::with_capacity((outer * keep * inner * 4) as usize);
+    for o in 0..outer {
+        let start = ((o * full) * inner * 4) as usize;
+        raw.extend_from_slice(&t.raw_data[start..start + (keep * inner * 4) as usize]);
+    }
+    t.raw_data = raw;
+    t.dims[axis] = keep;
+}
+
+/// One graph edit of the kinds exporters (or corruption) produce.
+fn edit(m: &mut ModelProto, rng: &mut Rng) {
+    let Some(g) = m.graph.as_mut() else { return };
+    let nodes = g.node.len();
+    match rng.below(16) {
+        0 if nodes > 0 => {
+            // Remove one input of a node.
+            let n = &mut g.node[rng.below(nodes)];
+            if !n.input.is_empty() {
+                let k = rng.below(n.input.len());
+                n.input.remove(k);
+            }
+        }
+        1 if nodes > 0 => {
+            // An input that names a tensor nobody produces.
+            let n = &mut g.node[rng.below(nodes)];
+            if !n.input.is_empty() {
+                let k = rng.below(n.input.len());
+                n.input[k] = "no_such_tensor".into();
+            }
+        }
+        2 if nodes > 1 => {
+            // A cycle: an early node reads a later node's output (or its own).
+            let (a, b) = (rng.below(nodes), rng.below(nodes));
+            let (early, late) = (a.min(b), a.max(b));
+            if let Some(out) = g.node[late].output.first().cloned() {
+                let n = &mut g.node[early];
+                if n.input.is_empty() {
+                    n.input.push(out);
+                } else {
+                    let k = rng.below(n.input.len());
+                    n.input[k] = out;
+                }
+            }
+        }
+        3 if !g.initializer.is_empty() => {
+            // A missing initializer.
+            let k = rng.below(g.initializer.len());
+            g.initializer.remove(k);
+        }
+        4 if !g.initializer.is_empty() => {
+            // Wrong element type for the stored bytes.
+            let k = rng.below(g.initializer.len());
+            g.initializer[k].data_type = [0, 2, 3, 6, 7, 9, 10, 11, 16, 99][rng.below(10)];
+        }
+        5 if !g.initializer.is_empty() => {
+            // Dims that disagree with the data (including zero, negative and huge).
+            let k = rng.below(g.initializer.len());
+            let t = &mut g.initializer[k];
+            let v = [0, -1, 1, 3, 7, 1 << 20, i64::MAX][rng.below(7)];
+            if t.dims.is_empty() || rng.chance(30) {
+                t.dims.push(v);
+            } else {
+                let d = rng.below(t.dims.len());
+                t.dims[d] = v;
+            }
+        }
+        6 if !g.initializer.is_empty() => {
+            // Truncated or emptied data.
+            let k = rng.below(g.initializer.len());
+            let t = &mut g.initializer[k];
+            let keep = rng.below(t.raw_data.len() + 1);
+            t.raw_data.truncate(keep);
+            if rng.chance(30) {
+                t.float_data.clear();
+                t.int64_data.clear();
+            }
+        }
+        7 if !g.input.is_empty() => {
+            // A graph input with another (or no) element type.
+            let k = rng.below(g.input.len());
+            if let Some(tract_onnx::pb::type_proto::Value::TensorType(tt)) =
+                g.input[k].r#type.as_mut().and_then(|t| t.value.as_mut())
+            {
+                tt.elem_type = [0, 1, 6, 9, 11, 13][rng.below(6)];
+            }
+        }
+        8 if !g.input.is_empty() => {
+            let k = rng.below(g.input.len());
+            g.input.remove(k);
+        }
+        9 if !g.output.is_empty() => {
+            if rng.chance(50) {
+                g.output.clear();
+            } else {
+                let k = rng.below(g.output.len());
+                g.output[k].name = "no_such_output".into();
+            }
+        }
+        10 if nodes > 0 => {
+            // Another op type (one the matcher knows, so patterns see surprises).
+            const OPS: [&str; 16] = [
+                "MatMul",
+                "Gemm",
+                "Add",
+                "Gather",
+                "Softmax",
+                "LayerNormalization",
+                "Erf",
+                "Tanh",
+                "Pow",
+                "Sqrt",
+                "Div",
+                "ReduceMean",
+                "Sigmoid",
+                "Mul",
+                "Sub",
+                "Gelu",
+            ];
+            let k = rng.below(nodes);
+            g.node[k].op_type = OPS[rng.below(OPS.len())].into();
+        }
+        11 if nodes > 0 => {
+            // Attributes removed, or given extreme values.
+            let n = &mut g.node[rng.below(nodes)];
+            if rng.chance(50) || n.attribute.is_empty() {
+                n.attribute.clear();
+                if rng.chance(50) {
+                    n.attribute.push(AttributeProto {
+                        name: ["axis", "perm", "transB", "epsilon", "to"][rng.below(5)].into(),
+                        r#type: 2,
+                        i: [i64::MIN, -100, 99, i64::MAX][rng.below(4)],
+                        ..Default::default()
+                    });
+                }
+            } else {
+                let k = rng.below(n.attribute.len());
+                let a = &mut n.attribute[k];
+                a.i = [i64::MIN, -1, 0, 1 << 40, i64::MAX][rng.below(5)];
+                a.ints = vec![a.i; rng.below(4)];
+                a.f = [f32::NAN, f32::INFINITY, -0.0, 1e30][rng.below(4)];
+            }
+        }
+        12 if nodes > 0 => {
+            // A node removed (its consumers dangle).
+            let k = rng.below(nodes);
+            g.node.remove(k);
+        }
+        13 if nodes > 0 => {
+            // Outputs removed or duplicated.
+            let n = &mut g.node[rng.below(nodes)];
+            if rng.chance(50) {
+                n.output.clear();
+            } else if let Some(o) = n.output.first().cloned() {
+                n.output.push(o);
+            }
+        }
+        14 if !g.initializer.is_empty() => {
+            // Constant values that are NaN, huge or zero (mask bounds, epsilons, exponents).
+            let k = rng.below(g.initializer.len());
+            let t = &mut g.initializer[k];
+            let v = [f32::NAN, f32::INFINITY, -3.4e38, 0.0, 2.0, 3.0][rng.below(6)];
+            if t.data_type == 1 && t.raw_data.len() >= 4 {
+                let at = 4 * rng.below(t.raw_data.len() / 4);
+                t.raw_data[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        _ => {
+            // Shuffle node order (a graph need not be sorted).
+            if nodes > 1 {
+                let (a, b) = (rng.below(nodes), rng.below(nodes));
+                g.node.swap(a, b);
+            }
+        }
+    }
+}
+
+/// Byte-level damage to an encoded model.
+fn mutate_bytes(bytes: &mut Vec<u8>, rng: &mut Rng) {
+    for _ in 0..1 + rng.below(8) {
+        if bytes.is_empty() {
+            bytes.push(rng.next() as u8);
+            continue;
+        }
+        let at = rng.below(bytes.len());
+        match rng.below(6) {
+            0 => bytes[at] ^= 1 << rng.below(8),
+            1 => bytes[at] = rng.next() as u8,
+            2 => bytes.truncate(at),
+            3 => {
+                let end = (at + 1 + rng.below(64)).min(bytes.len());
+                bytes.drain(at..end);
+            }
+            4 => {
+                let v = [0x00, 0x7f, 0x80, 0xff][rng.below(4)];
+                for _ in 0..1 + rng.below(8) {
+                    bytes.insert(at, v);
+                }
+            }
+            _ => {
+                // Duplicate a slice (repeated fields, nested lengths).
+                let end = (at + 1 + rng.below(256)).min(bytes.len());
+                let piece = bytes[at..end].to_vec();
+                let to = rng.below(bytes.len());
+                bytes.splice(to..to, piece);
+            }
+        }
+    }
+}
+
+/// What one input went through, for the statistics printed at the end.
+#[derive(Default)]
+struct Tally {
+    inputs: AtomicUsize,
+    decoded: AtomicUsize,
+    compiled: AtomicUsize,
+    loaded_in_tract: AtomicUsize,
+}
+
+struct Finding {
+    seed: u64,
+    index: u64,
+    stage: &'static str,
+    message: String,
+}
+
+fn guarded<T>(stage: &'static str, f: impl FnOnce() -> T) -> Result<T, (&'static str, String)> {
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        let at = LAST_LOCATION.with(|l| l.borrow().clone());
+        (stage, format!("{msg} (at {at})"))
+    })
+}
+
+thread_local! {
+    /// Where this thread's last panic started (set by the campaign's hook).
+    static LAST_LOCATION: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Runs input `index` of `seed`; a panic anywhere is returned as a finding.
+fn one_input(
+    corpus: &[(String, ModelProto, Vec<u8>)],
+    seed: u64,
+    index: u64,
+    tally: &Tally,
+) -> Result<(), (&'static str, String)> {
+    let mut rng = Rng::new(seed, index);
+    let (_, model, bytes) = &corpus[rng.below(corpus.len())];
+    tally.inputs.fetch_add(1, Ordering::Relaxed);
+    let decoded = if rng.chance(40) {
+        let mut b = bytes.clone();
+        mutate_bytes(&mut b, &mut rng);
+        guarded("load_model_bytes", || {
+            suf_compiler::load_model_bytes(&b, &fixtures_dir()).ok()
+        })?
+    } else {
+        let mut m = model.clone();
+        for _ in 0..1 + rng.below(3) {
+            edit(&mut m, &mut rng);
+        }
+        // Round-trip through bytes so the loader sees every edited model too.
+        let b = m.encode_to_vec();
+        guarded("load_model_bytes", || {
+            suf_compiler::load_model_bytes(&b, &fixtures_dir()).ok()
+        })?
+    };
+    let Some(model) = decoded else { return Ok(()) };
+    tally.decoded.fetch_add(1, Ordering::Relaxed);
+    let n_bits = [13u32, 20, 37, 50, 64][rng.below(5)];
+    let levels = [Emulation::Output, Emulation::Ring, Emulation::Sigma];
+    let level = levels[rng.below(3)];
+    let lower = level == Emulation::Output && rng.chance(25) && n_bits <= 53;
+    let Ok(fixed) = FixedPoint::new(n_bits, 12) else {
+        return Ok(());
+    };
+    let mut opts = CompileOptions::new(fixed);
+    opts.emulation = level;
+    opts.lower = lower;
+    let stage = match (level, lower) {
+        (_, true) => "compile (output, lowered)",
+        (Emulation::Output, _) => "compile (output)",
+        (Emulation::Ring, _) => "compile (ring)",
+        (Emulation::Sigma, _) => "compile (sigma)",
+    };
+    let compiled = guarded(stage, || compile(&model, &opts).ok())?;
+    let Some(c) = compiled else { return Ok(()) };
+    tally.compiled.fetch_add(1, Ordering::Relaxed);
+    // tract's loading of the rewritten graph: parse, fixed input facts, type, optimise.
+    if rng.chance(30) {
+        let loaded = guarded("tract load", || tract_load(&c.model).is_ok())?;
+        if loaded {
+            tally.loaded_in_tract.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+fn tract_load(m: &ModelProto) -> TractResult<()> {
+    let mut model = tract_ops::onnx()
+        .with_ignore_value_info(true)
+        .model_for_proto_model(m)?;
+    for ix in 0..model.input_outlets()?.len() {
+        model.set_input_fact(ix, InferenceFact::dt_shape(i64::datum_type(), [1usize, 8]))?;
+    }
+    model.into_optimized()?;
+    Ok(())
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs inputs `0..inputs` of `seed` (or until `budget` runs out) on `threads` threads.
+fn campaign(
+    seed: u64,
+    inputs: u64,
+    budget: Option<Duration>,
+    threads: usize,
+) -> (Vec<Finding>, Tally) {
+    let corpus = Arc::new(corpus());
+    let tally = Arc::new(Tally::default());
+    let findings = Arc::new(Mutex::new(Vec::new()));
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let default_hook = panic::take_hook();
+    // Findings are collected, not printed as they happen (a panic message per input would
+    // drown the summary); the hook keeps the location for the report.
+    panic::set_hook(Box::new(|info| {
+        if let Some(l) = info.location() {
+            let at = format!("{}:{}", l.file(), l.line());
+            LAST_LOCATION.with(|c| *c.borrow_mut() = at);
+        }
+    }));
+    let only = std::env::var("SUF_FUZZ_ONLY")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (corpus, tally, findings, next) = (
+                corpus.clone(),
+                tally.clone(),
+                findings.clone(),
+                next.clone(),
+            );
+            s.spawn(move || loop {
+                let index = match only {
+                    Some(i) => {
+                        if next.fetch_add(1, Ordering::Relaxed) > 0 {
+                            break;
+                        }
+                        i
+                    }
+                    None => next.fetch_add(1, Ordering::Relaxed),
+                };
+                if index >= inputs || budget.is_some_and(|b| start.elapsed() > b) {
+                    break;
+                }
+                if let Err((stage, message)) = one_input(&corpus, seed, index, &tally) {
+                    findings.lock().unwrap().push(Finding {
+                        seed,
+                        index,
+                        stage,
+                        message,
+                    });
+                }
+            });
+        }
+    });
+    panic::set_hook(default_hook);
+    let findings = std::mem::take(&mut *findings.lock().unwrap());
+    let tally = Arc::try_unwrap(tally).unwrap_or_default();
+    (findings, tally)
+}
+
+fn report(findings: &[Finding], tally: &Tally, elapsed: Duration) -> String {
+    let mut out = format!(
+        "{} inputs in {:.0} s: {} decoded, {} compiled, {} loaded in tract; {} panics\n",
+        tally.inputs.load(Ordering::Relaxed),
+        elapsed.as_secs_f64(),
+        tally.decoded.load(Ordering::Relaxed),
+        tally.compiled.load(Ordering::Relaxed),
+        tally.loaded_in_tract.load(Ordering::Relaxed),
+        findings.len()
+    );
+    // One line per distinct place, with the first reproducer.
+    let mut seen = std::collections::BTreeMap::<String, (usize, &Finding)>::new();
+    for f in findings {
+        let key = format!("{}: {}", f.stage, f.message);
+        seen.entry(key).or_insert((0, f)).0 += 1;
+    }
+    for (key, (count, f)) in seen {
+        out.push_str(&format!(
+            "  {count}x {key}\n     reproduce: SUF_FUZZ_SEED={} SUF_FUZZ_ONLY={} cargo test --release --test fuzz_compile -- --ignored --nocapture\n",
+            f.seed, f.index
+        ));
+    }
+    out
+}
+
+#[test]
+fn bounded_fuzz_finds_no_panic() {
+    let seconds = env_u64("SUF_FUZZ_SECONDS", 30);
+    let start = Instant::now();
+    let (findings, tally) = campaign(
+        env_u64("SUF_FUZZ_SEED", 1),
+        u64::MAX,
+        Some(Duration::from_secs(seconds)),
+        1,
+    );
+    let summary = report(&findings, &tally, start.elapsed());
+    eprintln!("{summary}");
+    assert!(tally.inputs.load(Ordering::Relaxed) > 50, "{summary}");
+    assert!(findings.is_empty(), "{summary}");
+}
+
+#[test]
+#[ignore = "long campaign: cargo test --release --test fuzz_compile -- --ignored"]
+fn fuzz_campaign() {
+    let start = Instant::now();
+    let (findings, tally) = campaign(
+        env_u64("SUF_FUZZ_SEED", 7),
+        env_u64("SUF_FUZZ_INPUTS", 1_000_000),
+        None,
+        env_u64("SUF_FUZZ_THREADS", 1) as usize,
+    );
+    let summary = report(&findings, &tally, start.elapsed());
+    eprintln!("{summary}");
+    assert!(findings.is_empty(), "{summary}");
+}
+
+/// The harness itself must see a panic when there is one (else "no panics" means nothing).
+#[test]
+fn a_panic_is_a_finding() {
+    let r = guarded("probe", || -> u32 { panic!("boom") });
+    assert_eq!(r.unwrap_err().0, "probe");
+}
