@@ -27,6 +27,7 @@ pub mod summary;
 pub mod tensor;
 pub mod tract_ops;
 pub mod transport;
+pub mod validate;
 
 pub use onnx_io::{load_model, load_model_bytes, save_model};
 pub use options::{CompileOptions, Emulation};

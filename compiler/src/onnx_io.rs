@@ -36,6 +36,8 @@ pub fn load_model_bytes(bytes: &[u8], dir: &Path) -> Result<ModelProto> {
     for t in graph.initializer.iter_mut() {
         resolve_external(t, dir)?;
     }
+    // Malformed structure is an error here, not a panic in the pass.
+    crate::validate::check_graph(graph)?;
     Ok(model)
 }
 
@@ -265,6 +267,17 @@ mod tests {
         let t = &loaded.graph.as_ref().unwrap().initializer[0];
         assert!(!is_external(t));
         assert_eq!(crate::tensor::values_f64(t).unwrap()[5], 1.25);
+        // A length past the file's end is refused before anything is allocated.
+        let mut long = model.clone();
+        let t = &mut long.graph.as_mut().unwrap().initializer[0];
+        t.external_data.push(StringStringEntryProto {
+            key: "length".into(),
+            value: "1000000000000".into(),
+        });
+        let long_path = dir.path().join("long.onnx");
+        fs::write(&long_path, long.encode_to_vec()).unwrap();
+        let err = format!("{:#}", load_model(&long_path).unwrap_err());
+        assert!(err.contains("holds 4800 bytes"), "{err}");
         // A missing external file names the tensor and the file.
         fs::remove_file(dir.path().join("w.bin")).unwrap();
         let err = load_model(&path).unwrap_err();
