@@ -62,7 +62,7 @@ fn check_tensor(t: &TensorProto, what: &str) -> Result<()> {
             .ok_or_else(|| anyhow::anyhow!("{what} {}: dims {:?} are too large", t.name, t.dims))?;
     }
     let stored = if !t.raw_data.is_empty() {
-        size.map(|s| (t.raw_data.len() / s) as u64 + u64::from(t.raw_data.len() % s != 0))
+        size.map(|s| (t.raw_data.len() / s) as u64 + u64::from(!t.raw_data.len().is_multiple_of(s)))
     } else {
         let typed = [
             t.float_data.len(),

@@ -312,6 +312,15 @@ pub fn embedding_rows(proto: &ModelProto) -> Option<i64> {
         .and_then(|t| t.dims.first().copied())
 }
 
+/// Reads an ONNX file into a prost ModelProto (for the float graph when the compiler is not involved).
+pub fn read_proto(path: &std::path::Path) -> Result<ModelProto> {
+    use prost::Message;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
+    ModelProto::decode(bytes.as_slice())
+        .map_err(|e| anyhow!("{} is not an ONNX model: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,13 +335,4 @@ mod tests {
         let err = pick_logits(&names(&["a", "b"])).unwrap_err().to_string();
         assert!(err.contains("none is named \"logits\""), "{err}");
     }
-}
-
-/// Reads an ONNX file into a prost ModelProto (for the float graph when the compiler is not involved).
-pub fn read_proto(path: &std::path::Path) -> Result<ModelProto> {
-    use prost::Message;
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
-    ModelProto::decode(bytes.as_slice())
-        .map_err(|e| anyhow!("{} is not an ONNX model: {e}", path.display()))
 }

@@ -85,10 +85,13 @@ pub fn level_color(level: &str) -> Rgb {
     }
 }
 
+/// One level's (n, accuracy %) points and its min n.
+type Series<'a> = (&'a str, Vec<(f64, f64)>, Option<u32>);
+
 /// The plot of one row, or None when no level of it was searched.
 pub fn min_bits_plot(r: &RowReport) -> Option<Plot> {
     let float = r.float.as_ref()?.acc * 100.0;
-    let series: Vec<(&str, Vec<(f64, f64)>, Option<u32>)> = crate::suf::LEVELS
+    let series: Vec<Series> = crate::suf::LEVELS
         .iter()
         .filter_map(|l| {
             let m = r.min_bits.get(*l)?;

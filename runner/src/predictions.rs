@@ -85,7 +85,7 @@ mod tests {
             float_word_correct: None,
             suf: [("output".to_string(), 1)].into(),
         };
-        let a = lines("a", &[p.clone()]).unwrap();
+        let a = lines("a", std::slice::from_ref(&p)).unwrap();
         let b = lines("b", &[p.clone(), p]).unwrap();
         let path = d.path().join("p.jsonl");
         write(&path, &[a.clone(), b.clone()]).unwrap();
