@@ -751,7 +751,11 @@ fn resume_reevaluates_when_only_the_external_data_changed() {
     // Same .onnx bytes, other weights.
     let onnx_before = std::fs::read(&model).unwrap();
     write_with_external_data(&synthetic::bert_classifier(30522, 8, 8), &model);
-    assert_eq!(std::fs::read(&model).unwrap(), onnx_before, "only the .data file may differ");
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        onnx_before,
+        "only the .data file may differ"
+    );
     let after = assert_ok(&suf_run(&args));
     assert!(!after.contains("already finished"), "{after}");
     assert_ne!(
