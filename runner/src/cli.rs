@@ -341,7 +341,10 @@ fn evaluate(a: RunArgs) -> Result<()> {
         Some(s) => {
             let report = run::run_with(&s.to_config()?, &opts)?;
             // No config file to look at: the table goes to stdout.
-            print!("{}", crate::report::to_markdown(&report));
+            print!(
+                "{}",
+                crate::markdown::to_markdown(&report, &Default::default())
+            );
             eprintln!("wrote {}", opts.out_json.display());
             Ok(())
         }

@@ -329,7 +329,14 @@ fn searched_rings(rows: &[&RowReport], levels: &[&str]) -> String {
                 let trials: Vec<String> = m
                     .trials
                     .iter()
-                    .map(|t| format!("{}: {} / {}", t.n_bits, fmt_pct(t.acc), fmt_pct(t.agreement)))
+                    .map(|t| {
+                        format!(
+                            "{}: {} / {}",
+                            t.n_bits,
+                            fmt_pct(t.acc),
+                            fmt_pct(t.agreement)
+                        )
+                    })
                     .collect();
                 out.push_str(&format!("- {} {l}: {}\n", r.id, trials.join("; ")));
             }
