@@ -59,7 +59,7 @@ fn smoke_config_writes_both_reports() {
     }
     let md = std::fs::read_to_string(&md).unwrap();
     assert!(
-        md.contains("| BERT fixture (random weights) | SST-2 | 67k | 872 | 82.45 | 82.57 |"),
+        md.contains("| BERT fixture (random weights) | SST-2 | 67k | 32 (872) | 56.25 (tract float) | 82.45 | 82.57 |"),
         "{md}"
     );
 }

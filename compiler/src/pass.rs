@@ -90,6 +90,18 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
     let sigma_plan = if carries_ring {
         let view = GraphView::new(graph);
         let folded = sigma::fold_scales(&view, &sites, &mut ring_plan, opts.fixed.frac_bits());
+        if let Some(p) = ring_plan
+            .products
+            .iter()
+            .find(|p| p.shift >= opts.fixed.n_bits())
+        {
+            bail!(
+                "a {}-bit ring cannot hold the truncation by {} bits of product `{}` (f plus its folded scale)",
+                opts.fixed.n_bits(),
+                p.shift,
+                p.output
+            );
+        }
         let mut plan = sigma::edit(&view, &sites, opts, opset(&model_opsets), &mut edits)?;
         plan.folded_scales = folded;
         plan
