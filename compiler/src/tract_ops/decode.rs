@@ -3,14 +3,13 @@
 //! while q has at most 24 significant bits, so any other value is an error naming the
 //! node: a ring value is never rounded silently.
 
-use super::infer::{Infer, ShapeRule};
+use super::infer::Infer;
 use super::SufAttrs;
 use crate::SUF_RING_DECODE;
 use suf_fixed::{pow2, FixedPoint};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::ops::expandable::expand;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SufRingDecode {
@@ -88,14 +87,5 @@ pub(super) fn parse(
         node: attrs.node,
         fixed: attrs.fixed,
     };
-    Ok((
-        expand(Infer {
-            op,
-            name: SUF_RING_DECODE,
-            output: DatumType::F32,
-            shape: ShapeRule::SameAsFirst,
-            inputs: 1..=1,
-        }),
-        vec![],
-    ))
+    Ok(Infer::unary(op, SUF_RING_DECODE, DatumType::F32))
 }

@@ -1,7 +1,7 @@
 //! `SufEncode`: a float tensor enters the ring (levels `ring` and `sigma`): Enc(x) as an
 //! i64 tensor. After an embedding Gather, and wherever a float value joins ring values.
 
-use super::infer::{Infer, ShapeRule};
+use super::infer::Infer;
 use super::ring_io::{record_output, ring_tensor, ring_values};
 use super::SufAttrs;
 use crate::options::Emulation;
@@ -10,7 +10,6 @@ use suf_fixed::{FixedPoint, Rounding};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::ops::expandable::expand;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SufEncode {
@@ -79,14 +78,5 @@ pub(super) fn parse(
         level: attrs.emulation,
         rounding: attrs.rounding,
     };
-    Ok((
-        expand(Infer {
-            op,
-            name: SUF_ENCODE,
-            output: DatumType::I64,
-            shape: ShapeRule::SameAsFirst,
-            inputs: 1..=1,
-        }),
-        vec![],
-    ))
+    Ok(Infer::unary(op, SUF_ENCODE, DatumType::I64))
 }

@@ -24,6 +24,27 @@ pub(crate) struct Infer<T> {
     pub inputs: std::ops::RangeInclusive<usize>,
 }
 
+impl<T: TypedOp + Clone> Infer<T> {
+    /// The parser's answer for a one-input op whose output has its input's shape.
+    pub fn unary(
+        op: T,
+        name: &'static str,
+        output: DatumType,
+    ) -> (Box<dyn InferenceOp>, Vec<String>) {
+        let infer = Infer {
+            op,
+            name,
+            output,
+            shape: ShapeRule::SameAsFirst,
+            inputs: 1..=1,
+        };
+        (
+            tract_onnx::tract_hir::ops::expandable::expand(infer),
+            vec![],
+        )
+    }
+}
+
 impl<T: TypedOp + Clone> Expansion for Infer<T> {
     fn name(&self) -> StaticName {
         self.name.into()
