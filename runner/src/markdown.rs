@@ -112,9 +112,9 @@ fn provenance(report: &Report) -> String {
             .unwrap_or_default()
     );
     if m.git_commit.ends_with("-dirty") {
-        out.push_str("**DIRTY WORK TREE: these numbers come from a checkout with uncommitted changes; the commit above does not reproduce them.**\n\n");
+        out.push_str("**DIRTY BUILD: the binary was built from sources with uncommitted changes; the commit above does not reproduce these numbers.**\n\n");
     } else if m.git_commit == "unknown" {
-        out.push_str("**NO GIT COMMIT: the run was not made from a git checkout; only the binary sha256 identifies the code.**\n\n");
+        out.push_str("**NO GIT COMMIT: the binary was not built in a git checkout; only the binary sha256 identifies the code.**\n\n");
     }
     out
 }
@@ -379,7 +379,7 @@ mod tests {
     #[test]
     fn a_dirty_work_tree_is_marked_in_the_markdown() {
         let dirty = to_markdown(&report("0123abcd-dirty", row(4, 4)), &BTreeMap::new());
-        assert!(dirty.contains("**DIRTY WORK TREE"), "{dirty}");
+        assert!(dirty.contains("**DIRTY BUILD"), "{dirty}");
         let clean = to_markdown(&report("0123abcd", row(4, 4)), &BTreeMap::new());
         assert!(!clean.contains("DIRTY"), "{clean}");
         assert!(clean.contains("binary sha256 `abababababab`"), "{clean}");

@@ -66,28 +66,11 @@ pub fn machine() -> String {
     )
 }
 
-/// The checkout's commit (with "-dirty" when the work tree has changes), or "unknown" outside git.
+/// The commit this binary was built from (`runner/build.rs`): `<sha>`, `<sha>-dirty` when its
+/// sources differed from that commit, or `unknown` for a build outside git. Not the working
+/// directory's checkout: the binary may run in a copy without `.git` or in another checkout.
 pub fn git_commit() -> String {
-    let run = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-    };
-    match run(&["rev-parse", "HEAD"]) {
-        Some(o) => {
-            let commit = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|o| !o.stdout.is_empty());
-            if dirty {
-                format!("{commit}-dirty")
-            } else {
-                commit
-            }
-        }
-        None => "unknown".into(),
-    }
+    env!("SUF_BUILD_COMMIT").to_string()
 }
 
 /// Peak resident set size of this process so far (VmHWM), in MiB.

@@ -1,0 +1,77 @@
+//! Records the commit this binary is built from (`SUF_BUILD_COMMIT`), so a report names the
+//! code that produced it, wherever the binary runs: a copy of the tree without `.git` (the GPU
+//! machine), another checkout, an installed wheel. Reading the commit at run time from the
+//! working directory named the wrong code in all three cases.
+//!
+//! The value is `<sha>`, `<sha>-dirty` when the sources that go into the binary differ from
+//! that commit, or `unknown` outside git (then the report says so). A build from a tarball
+//! can pass the commit in: `SUF_BUILD_COMMIT=<sha> cargo build ...`.
+
+use std::path::Path;
+use std::process::Command;
+
+/// What the binary is compiled from; the dirty check looks at these paths only, so editing
+/// docs or results does not mark a binary dirty.
+const SOURCES: &[&str] = &[
+    "Cargo.toml",
+    "Cargo.lock",
+    "src",
+    "fixed",
+    "compiler",
+    "runner/src",
+    "runner/build.rs",
+    "runner/Cargo.toml",
+];
+
+fn git(root: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=SUF_BUILD_COMMIT");
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest)
+        .parent()
+        .expect("runner/ sits in the workspace root")
+        .to_path_buf();
+    // Rebuild the stamp when the sources change (cargo scans directories recursively) or when
+    // HEAD moves (a commit, a checkout).
+    for s in SOURCES {
+        println!("cargo:rerun-if-changed={}", root.join(s).display());
+    }
+    for p in ["HEAD", "index", "packed-refs"] {
+        if let Some(path) = git(&root, &["rev-parse", "--git-path", p]) {
+            println!("cargo:rerun-if-changed={}", root.join(path).display());
+        }
+    }
+    if let Some(head_ref) = git(&root, &["symbolic-ref", "-q", "HEAD"]) {
+        if let Some(path) = git(&root, &["rev-parse", "--git-path", &head_ref]) {
+            println!("cargo:rerun-if-changed={}", root.join(path).display());
+        }
+    }
+    let commit = match std::env::var("SUF_BUILD_COMMIT") {
+        Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
+        _ => match git(&root, &["rev-parse", "HEAD"]) {
+            Some(sha) => {
+                let mut args = vec!["status", "--porcelain", "--untracked-files=no", "--"];
+                args.extend(SOURCES);
+                match git(&root, &args) {
+                    Some(changes) if changes.is_empty() => sha,
+                    Some(_) => format!("{sha}-dirty"),
+                    // A status that cannot be read is not a clean tree.
+                    None => format!("{sha}-dirty"),
+                }
+            }
+            None => "unknown".to_string(),
+        },
+    };
+    println!("cargo:rustc-env=SUF_BUILD_COMMIT={commit}");
+}
