@@ -31,8 +31,9 @@
 //! 8. Names and shapes: a fused Gemm's SUF tensor is the Gemm output (GPT-2's Conv1D:
 //!    [B*T, N]); embedding Gathers keep their ONNX shapes (positions [1, T, C]);
 //!    `logits.ring` has the shape of `logits`.
-//! 9. SufRingDecode outputs are f32 by contract and unnamed by the doc: not compared. The
-//!    decoded graph output `logits` must equal `logits.ring` * 2^-f exactly. Any other SUF
+//! 9. SufRingDecode outputs (f32 into float islands, f64 for graph outputs) are unnamed by
+//!    the doc: not compared. The decoded graph output `logits` must be f64 and equal
+//!    `logits.ring` * 2^-f exactly. Any other SUF
 //!    node output that the reference does not compute is a failure.
 //!
 //! Regimes (applied to the fixture before compiling; the reference reads the same weights):

@@ -9,7 +9,7 @@
 //! - anything else is a float island, entered through `SufRingDecode` (exact or an error)
 //!   and listed in the summary; graph outputs are decoded the same way.
 
-use crate::builder::attr_int;
+use crate::builder::{attr_int, attr_string};
 use crate::graph::GraphView;
 use crate::options::CompileOptions;
 use crate::pass::suf_attributes;
@@ -21,6 +21,7 @@ use crate::{
 use anyhow::{bail, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use tract_onnx::pb::type_proto::Value;
 use tract_onnx::pb::{GraphProto, NodeProto};
 
 /// Ops that only move data: the ring tensor is their first input, the rest are shapes,
@@ -121,8 +122,8 @@ pub fn carry(
     Ok(report)
 }
 
-/// Graph outputs that are ring tensors leave the ring through an exactness-checked decode;
-/// the ring tensor is renamed `<output>.ring`.
+/// Graph outputs that are ring tensors leave the ring through an exactness-checked decode to
+/// f64 (the output's declared type becomes double); the ring tensor is renamed `<output>.ring`.
 fn decode_outputs(
     graph: &mut GraphProto,
     opts: &CompileOptions,
@@ -144,14 +145,27 @@ fn decode_outputs(
                 }
             }
         }
-        graph.node.push(suf_node(
+        // f64: a logit of a ring of up to 54 bits is always exact there (f32 refused real
+        // models' logits beyond 4096); the decode still refuses what f64 cannot hold.
+        let mut decode = suf_node(
             opts,
             SUF_RING_DECODE,
             format!("{out}/suf_decode"),
             vec![renamed],
             out.clone(),
             "output",
-        ));
+        );
+        decode.attribute.push(attr_string("to", "f64"));
+        graph.node.push(decode);
+        if let Some(Value::TensorType(t)) = graph
+            .output
+            .iter_mut()
+            .find(|o| o.name == out)
+            .and_then(|o| o.r#type.as_mut())
+            .and_then(|t| t.value.as_mut())
+        {
+            t.elem_type = dtype::DOUBLE;
+        }
         *report
             .rewritten
             .entry("graph output -> SufRingDecode".into())

@@ -17,7 +17,7 @@ use crate::{report, suf, sysinfo};
 #[derive(Debug, Parser)]
 #[command(
     name = "suf-bench",
-    version,
+    version = crate::sysinfo::VERSION,
     about = "Time the float and SUF graphs of one ONNX model in tract"
 )]
 pub struct BenchArgs {

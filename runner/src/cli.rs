@@ -18,7 +18,7 @@ const EMULATION_VALUES: [&str; 4] = ["none", "output", "ring", "sigma"];
 #[derive(Debug, Parser)]
 #[command(
     name = "suf-run",
-    version,
+    version = crate::sysinfo::VERSION,
     about = "Evaluate original vs SUF-rewritten ONNX graphs in tract over GLUE/LAMBADA (SIGMA Table 4)",
     args_conflicts_with_subcommands = true
 )]

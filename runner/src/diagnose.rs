@@ -315,7 +315,7 @@ pub fn layer_of(name: &str) -> Option<u32> {
     })
 }
 
-/// A probed tensor as reals: f32 as it is, an i64 ring tensor decoded exactly (q * 2^-f).
+/// A probed tensor as reals: f32/f64 as they are, an i64 ring tensor decoded exactly (q * 2^-f).
 fn reals(t: &tract_onnx::prelude::TValue, frac_bits: u32) -> Result<Vec<f64>> {
     use tract_onnx::prelude::DatumType;
     let plain = t.try_as_plain_ram()?;
@@ -326,6 +326,8 @@ fn reals(t: &tract_onnx::prelude::TValue, frac_bits: u32) -> Result<Vec<f64>> {
             .iter()
             .map(|&q| q as f64 * scale)
             .collect()
+    } else if t.datum_type() == DatumType::F64 {
+        plain.as_slice::<f64>()?.to_vec()
     } else {
         plain.as_slice::<f32>()?.iter().map(|&x| x as f64).collect()
     })

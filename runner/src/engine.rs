@@ -182,9 +182,10 @@ impl Engine {
             .as_concrete()
             .map(|s| s.to_vec())
             .ok_or_else(|| anyhow!("logits shape {:?} is not concrete", fact.shape))?;
-        if fact.datum_type != DatumType::F32 {
+        // f64: the SUF graphs of levels ring and sigma decode their logits exactly to f64.
+        if !matches!(fact.datum_type, DatumType::F32 | DatumType::F64) {
             bail!(
-                "logits are {:?}; the runner expects float32",
+                "logits are {:?}; the runner expects float32 (or float64)",
                 fact.datum_type
             );
         }
@@ -267,11 +268,16 @@ impl Engine {
             );
         }
         // Validate once so reading it later cannot fail.
-        out.try_as_plain_ram()?.as_slice::<f32>()?;
+        let plain = out.try_as_plain_ram()?;
+        if out.datum_type() == DatumType::F64 {
+            plain.as_slice::<f64>()?;
+        } else {
+            plain.as_slice::<f32>()?;
+        }
         for (p, t) in self.probes.iter().zip(outputs.iter_mut().skip(1)) {
-            // i64 probes are ring tensors (levels ring, sigma): the caller decodes them
-            // exactly; a cast to f32 would round them.
-            if t.datum_type() != DatumType::F32 && t.datum_type() != DatumType::I64 {
+            // i64 probes are ring tensors (levels ring, sigma), f64 ones their exact decode:
+            // the caller reads them as they are; a cast to f32 would round them.
+            if !matches!(t.datum_type(), DatumType::F32 | DatumType::F64 | DatumType::I64) {
                 *t = t
                     .cast_to::<f32>()
                     .with_context(|| format!("probe {p}"))?
@@ -286,12 +292,58 @@ impl Engine {
 /// A batch's logits, kept in tract's own buffer (LM logits are large: no copy).
 pub struct Logits(TValue);
 
+/// Logits as the graph produced them: f32 (float graph, level `output`) or f64 (the exact
+/// decode of levels ring and sigma).
+#[derive(Debug, Clone, Copy)]
+pub enum LogitsView<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
 impl Logits {
-    pub fn as_slice(&self) -> &[f32] {
-        self.0
+    pub fn view(&self) -> LogitsView<'_> {
+        let plain = self
+            .0
             .try_as_plain_ram()
-            .and_then(|v| v.as_slice::<f32>())
-            .expect("validated as plain f32 in Engine::run")
+            .expect("validated as plain float in Engine::run");
+        if self.0.datum_type() == DatumType::F64 {
+            LogitsView::F64(plain.as_slice::<f64>().expect("validated in Engine::run"))
+        } else {
+            LogitsView::F32(plain.as_slice::<f32>().expect("validated in Engine::run"))
+        }
+    }
+}
+
+impl<'a> LogitsView<'a> {
+    pub fn len(&self) -> usize {
+        match self {
+            LogitsView::F32(v) => v.len(),
+            LogitsView::F64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Elements `range` (the caller checked the shape).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> LogitsView<'a> {
+        match self {
+            LogitsView::F32(v) => LogitsView::F32(&v[range]),
+            LogitsView::F64(v) => LogitsView::F64(&v[range]),
+        }
+    }
+
+    /// Element `i` as f64 (exact for both types).
+    pub fn get(&self, i: usize) -> f64 {
+        match self {
+            LogitsView::F32(v) => f64::from(v[i]),
+            LogitsView::F64(v) => v[i],
+        }
+    }
+
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        (0..self.len()).map(|i| self.get(i)).collect()
     }
 }
 

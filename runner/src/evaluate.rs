@@ -9,7 +9,7 @@ use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::engine::{Engine, Logits, TokenBatch};
+use crate::engine::{Engine, Logits, LogitsView, TokenBatch};
 use crate::metrics::{argmax, Counts, DiffAcc};
 use crate::tokenize::{ClassifyInput, Inputs, LmInput};
 
@@ -127,7 +127,7 @@ pub fn evaluate_one(
                 let mut agree = 0;
                 for (row, i) in (start..end).enumerate() {
                     let (label, out, _) =
-                        score(inputs, i, row, logits.as_slice(), &engine.output_shape)?;
+                        score(inputs, i, row, logits.view(), &engine.output_shape)?;
                     record(&mut counts, inputs, label, &out);
                     agree += u64::from(out.pred == float_preds[i]);
                 }
@@ -192,7 +192,7 @@ fn run_batch(
     let mut predictions = Vec::with_capacity(end - start);
     for (row, i) in (start..end).enumerate() {
         let (label, float_out, float_slice) =
-            score(inputs, i, row, float_logits.as_slice(), &float.output_shape)
+            score(inputs, i, row, float_logits.view(), &float.output_shape)
                 .context("float graph")?;
         record(&mut tally.float.counts, inputs, label, &float_out);
         let mut prediction = Prediction {
@@ -203,12 +203,12 @@ fn run_batch(
             suf: BTreeMap::new(),
         };
         for ((name, engine), (logits, _)) in suf.iter().zip(&suf_logits) {
-            let (_, out, slice) = score(inputs, i, row, logits.as_slice(), &engine.output_shape)
+            let (_, out, slice) = score(inputs, i, row, logits.view(), &engine.output_shape)
                 .with_context(|| format!("SUF graph ({name})"))?;
             let s = tally.suf.get_mut(name).expect("inserted above");
             record(&mut s.graph.counts, inputs, label, &out);
             s.agree += u64::from(out.pred == float_out.pred);
-            s.diff.add_slices(float_slice, slice);
+            s.diff.add_slices(&float_slice.to_f64_vec(), &slice.to_f64_vec());
             prediction.suf.insert(name.clone(), out.pred);
         }
         predictions.push(prediction);
@@ -229,17 +229,17 @@ fn score<'a>(
     inputs: &Inputs,
     i: usize,
     row: usize,
-    logits: &'a [f32],
+    logits: LogitsView<'a>,
     shape: &[usize],
-) -> Result<(i64, Outcome, &'a [f32])> {
+) -> Result<(i64, Outcome, LogitsView<'a>)> {
     match inputs {
         Inputs::Classify(v) => {
             let classes = *shape.last().context("logits have no class dim")?;
             if shape.len() != 2 {
                 anyhow::bail!("classifier logits have shape {shape:?}; expected [batch, classes]");
             }
-            let slice = finite(&logits[row * classes..(row + 1) * classes], i)?;
-            let pred = argmax(slice) as i64;
+            let slice = finite(logits.slice(row * classes..(row + 1) * classes), i)?;
+            let pred = argmax_of(slice) as i64;
             let label = i64::from(v[i].label);
             Ok((
                 label,
@@ -258,17 +258,17 @@ fn score<'a>(
             let ex = &v[i];
             let at = |pos: usize| {
                 finite(
-                    &logits[(row * seq + pos) * vocab..(row * seq + pos + 1) * vocab],
+                    logits.slice((row * seq + pos) * vocab..(row * seq + pos + 1) * vocab),
                     i,
                 )
             };
             let last = ex.prompt.len() - 1;
             let last_logits = at(last)?;
-            let pred = argmax(last_logits) as i64;
+            let pred = argmax_of(last_logits) as i64;
             let k = ex.word.len();
             let mut word_ok = true;
             for j in 0..k {
-                word_ok &= argmax(at(ex.prompt.len() - k + j)?) as i64 == ex.word[j];
+                word_ok &= argmax_of(at(ex.prompt.len() - k + j)?) as i64 == ex.word[j];
             }
             Ok((
                 ex.label,
@@ -283,11 +283,21 @@ fn score<'a>(
     }
 }
 
+fn argmax_of(v: LogitsView) -> usize {
+    match v {
+        LogitsView::F32(s) => argmax(s),
+        LogitsView::F64(s) => argmax(s),
+    }
+}
+
 /// Logits that feed a prediction must be finite: argmax would silently skip a NaN.
-fn finite(xs: &[f32], example: usize) -> Result<&[f32]> {
-    match xs.iter().position(|x| !x.is_finite()) {
+fn finite(xs: LogitsView, example: usize) -> Result<LogitsView> {
+    match (0..xs.len()).find(|&p| !xs.get(p).is_finite()) {
         None => Ok(xs),
-        Some(p) => anyhow::bail!("example {example}: non-finite logit {} at index {p}", xs[p]),
+        Some(p) => anyhow::bail!(
+            "example {example}: non-finite logit {} at index {p}",
+            xs.get(p)
+        ),
     }
 }
 
@@ -382,11 +392,12 @@ mod tests {
             0.0, 4.0, 0.0,  // pos 2 -> 1 (label)
             7.0, 0.0, 0.0,  // pos 3: padding, must be ignored
         ];
-        let (label, out, slice) = score(&inputs, 0, 0, &logits, &[1, 4, 3]).unwrap();
+        let (label, out, slice) =
+            score(&inputs, 0, 0, LogitsView::F32(&logits), &[1, 4, 3]).unwrap();
         assert_eq!(
             (label, out.pred, out.correct, out.word_correct),
             (1, 1, true, Some(true))
         );
-        assert_eq!(slice, &[0.0, 4.0, 0.0]);
+        assert_eq!(slice.to_f64_vec(), vec![0.0, 4.0, 0.0]);
     }
 }

@@ -89,10 +89,11 @@ pub struct DiffAcc {
 }
 
 impl DiffAcc {
-    pub fn add_slices(&mut self, a: &[f32], b: &[f32]) {
+    /// f32 and f64 logits alike (both are exact in f64).
+    pub fn add_slices<A: Copy + Into<f64>, B: Copy + Into<f64>>(&mut self, a: &[A], b: &[B]) {
         let scale = 2f64.powi(DIFF_SCALE_BITS);
         for (&x, &y) in a.iter().zip(b) {
-            let d = (f64::from(x) - f64::from(y)).abs();
+            let d = (x.into() - y.into()).abs();
             self.elements += 1;
             self.sum_scaled += (d * scale).floor() as i128;
             if d > self.max {
@@ -137,10 +138,10 @@ impl DiffAcc {
 }
 
 /// Index of the largest value; ties go to the first, like numpy/torch argmax.
-pub fn argmax(xs: &[f32]) -> usize {
+pub fn argmax<T: Copy + Into<f64>>(xs: &[T]) -> usize {
     let mut best = 0;
     for (i, &x) in xs.iter().enumerate() {
-        if x > xs[best] {
+        if x.into() > xs[best].into() {
             best = i;
         }
     }

@@ -214,7 +214,7 @@ mod tests {
             attention_mask: vec![1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1],
             token_type_ids: vec![0; 12],
         };
-        let logits = bert.run(&tb).unwrap().as_slice().to_vec();
+        let logits = bert.run(&tb).unwrap().view().to_f64_vec();
         assert_eq!(logits.len(), 4);
         // Masked positions must not matter: change a padded token, same logits.
         let mut tb2 = TokenBatch {
@@ -222,7 +222,7 @@ mod tests {
             ..tb
         };
         tb2.input_ids[4] = 33;
-        assert_eq!(bert.run(&tb2).unwrap().as_slice(), logits.as_slice());
+        assert_eq!(bert.run(&tb2).unwrap().view().to_f64_vec(), logits);
         let lm = Engine::new(&onnx, &causal_lm(40, 4, 2), None, 1, 5).unwrap();
         assert_eq!(lm.output_shape, vec![1, 5, 40]);
     }

@@ -73,6 +73,14 @@ pub fn git_commit() -> String {
     env!("SUF_BUILD_COMMIT").to_string()
 }
 
+/// `--version` of the runner's binaries: the package version and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SUF_BUILD_COMMIT"),
+    ")"
+);
+
 /// Peak resident set size of this process so far (VmHWM), in MiB.
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -24,16 +24,14 @@ fn as_ring(ring: &Ring, v: &Values) -> Option<Vec<Option<i64>>> {
     let scale = 2f64.powi(ring.f as i32);
     match v {
         Values::I64(q) => Some(q.iter().map(|&q| Some(q)).collect()),
-        Values::F32(x) => Some(
-            x.iter()
-                .map(|&x| {
-                    let q = x as f64 * scale;
-                    (q.is_finite() && q.fract() == 0.0).then_some(q as i64)
-                })
-                .collect(),
-        ),
+        Values::F32(x) => Some(x.iter().map(|&x| on_grid(x as f64 * scale)).collect()),
+        Values::F64(x) => Some(x.iter().map(|&x| on_grid(x * scale)).collect()),
         Values::Other(_) => None,
     }
+}
+
+fn on_grid(q: f64) -> Option<i64> {
+    (q.is_finite() && q.fract() == 0.0).then_some(q as i64)
 }
 
 fn show(v: Option<i64>, ring: &Ring) -> String {
@@ -104,7 +102,9 @@ fn check_tensor(ring: &Ring, name: &str, r: &RingTensor, p: &Pipeline) -> Check 
     };
     match &read.values {
         Values::I64(_) => {}
-        Values::F32(_) => problems.push("f32 tensor (the contract: ring values are i64)".into()),
+        Values::F32(_) | Values::F64(_) => {
+            problems.push("float tensor (the contract: ring values are i64)".into())
+        }
         Values::Other(dt) => problems.push(format!("{dt} tensor (the contract: i64)")),
     }
     if read.shape != r.shape {
@@ -150,8 +150,8 @@ pub fn compare(ring: &Ring, trace: &Trace, p: &Pipeline, extra: &[String]) -> Op
     if let Some((_, r)) = trace.tensors.iter().find(|(n, _)| n == "logits.ring") {
         let problem = match p.tensors.get("logits") {
             Some(read) => match (&read.values, as_ring(ring, &read.values)) {
-                (Values::F32(_), Some(got)) if got.len() == r.data.len() => diff(ring, r, &got),
-                _ => Some("not f32 of the logits' size".into()),
+                (Values::F64(_), Some(got)) if got.len() == r.data.len() => diff(ring, r, &got),
+                _ => Some("not f64 of the logits' size (the contract: outputs decode to f64)".into()),
             },
             None => Some("not read back".into()),
         };

@@ -14,6 +14,7 @@ use tract_onnx::prelude::*;
 pub enum Values {
     I64(Vec<i64>),
     F32(Vec<f32>),
+    F64(Vec<f64>),
     Other(String),
 }
 
@@ -132,6 +133,7 @@ fn execute(
         let values = match t.datum_type() {
             DatumType::I64 => Values::I64(plain.as_slice::<i64>()?.to_vec()),
             DatumType::F32 => Values::F32(plain.as_slice::<f32>()?.to_vec()),
+            DatumType::F64 => Values::F64(plain.as_slice::<f64>()?.to_vec()),
             other => Values::Other(format!("{other:?}")),
         };
         out.insert(

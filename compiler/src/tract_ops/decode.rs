@@ -1,10 +1,11 @@
-//! `SufRingDecode`: a ring tensor leaves the ring as f32, for a graph output or a float
-//! island (an op of the original model computed in float). f32 holds q * 2^-f exactly only
-//! while q has at most 24 significant bits, so any other value is an error naming the
-//! node: a ring value is never rounded silently.
+//! `SufRingDecode`: a ring tensor leaves the ring as a float, for a graph output (f64,
+//! attribute `to = "f64"`) or a float island (f32: the op of the original model computed in
+//! float reads f32). f32 holds q * 2^-f exactly only while q has at most 24 significant bits,
+//! f64 while it has at most 53 (every ring of n <= 54 bits); any other value is an error
+//! naming the node: a ring value is never rounded silently.
 
 use super::infer::Infer;
-use super::SufAttrs;
+use super::{string_attr, SufAttrs};
 use crate::SUF_RING_DECODE;
 use suf_fixed::{pow2, FixedPoint};
 use tract_onnx::model::ParsingContext;
@@ -15,6 +16,31 @@ use tract_onnx::tract_hir::internal::*;
 pub struct SufRingDecode {
     pub node: String,
     pub fixed: FixedPoint,
+    /// F32 or F64.
+    pub to: DatumType,
+}
+
+/// q * 2^-f in `F`, or the first value `F` cannot hold. Exact when the integer survives
+/// the round trip (through i128: an i64 cast would saturate 2^63 back to i64::MAX and call
+/// it exact); scaling by 2^-f is exact in binary floating point (no ring value is small
+/// enough to go subnormal).
+fn decode_as<F: Copy + std::ops::Mul<Output = F>>(
+    q: &[i64],
+    inv: F,
+    to: impl Fn(i64) -> F,
+    back: impl Fn(F) -> i128,
+) -> Result<Vec<F>, (usize, i64)> {
+    q.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let x = to(v);
+            if back(x) == i128::from(v) {
+                Ok(x * inv)
+            } else {
+                Err((i, v))
+            }
+        })
+        .collect()
 }
 
 impl Op for SufRingDecode {
@@ -29,19 +55,13 @@ impl SufRingDecode {
     /// q * 2^-f as f32, or the first value f32 cannot hold.
     pub fn decode(&self, q: &[i64]) -> Result<Vec<f32>, (usize, i64)> {
         let inv = pow2(-(self.fixed.frac_bits() as i32)) as f32;
-        q.iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let x = v as f32;
-                // Exact when the integer survives the round trip; scaling by 2^-f is exact
-                // in binary floating point (no ring value is small enough to go subnormal).
-                if x as i64 == v && v != i64::MIN {
-                    Ok(x * inv)
-                } else {
-                    Err((i, v))
-                }
-            })
-            .collect()
+        decode_as(q, inv, |v| v as f32, |x| x as i128)
+    }
+
+    /// q * 2^-f as f64, or the first value f64 cannot hold.
+    pub fn decode_f64(&self, q: &[i64]) -> Result<Vec<f64>, (usize, i64)> {
+        let inv = pow2(-(self.fixed.frac_bits() as i32));
+        decode_as(q, inv, |v| v as f64, |x| x as i128)
     }
 }
 
@@ -58,21 +78,30 @@ impl EvalOp for SufRingDecode {
         );
         let plain = x.try_as_plain_ram()?;
         let q = plain.as_slice::<i64>()?;
-        let y = self.decode(q).map_err(|(i, v)| {
+        let fail = |(i, v): (usize, i64), what: &str| {
             anyhow!(
                 "SUF node {}: ring value {v} (real {}) at flat index {i} cannot be carried \
-                 exactly in f32 into the float op that reads it",
+                 exactly in {what}",
                 self.node,
                 self.fixed.decode(v)
             )
-        })?;
-        Ok(tvec!(tensor1(&y).into_shape(x.shape())?.into_tvalue()))
+        };
+        let y = if self.to == DatumType::F64 {
+            let y = self.decode_f64(q).map_err(|e| fail(e, "f64"))?;
+            tensor1(&y)
+        } else {
+            let y = self
+                .decode(q)
+                .map_err(|e| fail(e, "f32 into the float op that reads it"))?;
+            tensor1(&y)
+        };
+        Ok(tvec!(y.into_shape(x.shape())?.into_tvalue()))
     }
 }
 
 impl TypedOp for SufRingDecode {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact(inputs[0].shape.clone())))
+        Ok(tvec!(self.to.fact(inputs[0].shape.clone())))
     }
 
     as_op!();
@@ -83,9 +112,52 @@ pub(super) fn parse(
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let attrs = SufAttrs::parse(node)?;
+    let to = match string_attr(node, "to").as_deref() {
+        None | Some("f32") => DatumType::F32,
+        Some("f64") => DatumType::F64,
+        Some(other) => bail!(
+            "SUF node {}: attribute to = \"{other}\"; expected \"f32\" or \"f64\"",
+            node.name
+        ),
+    };
     let op = SufRingDecode {
         node: attrs.node,
         fixed: attrs.fixed,
+        to,
     };
-    Ok(Infer::unary(op, SUF_RING_DECODE, DatumType::F32))
+    Ok(Infer::unary(op, SUF_RING_DECODE, to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(n_bits: u32, to: DatumType) -> SufRingDecode {
+        SufRingDecode {
+            node: "d".into(),
+            fixed: FixedPoint::new(n_bits, 12).unwrap(),
+            to,
+        }
+    }
+
+    #[test]
+    fn f32_holds_24_bits_f64_holds_53() {
+        let d = op(64, DatumType::F32);
+        let small = (1i64 << 24) - 1;
+        assert_eq!(d.decode(&[small]).unwrap(), vec![small as f32 / 4096.0]);
+        assert_eq!(d.decode(&[small + 2]), Err((0, small + 2)));
+        let big = (1i64 << 53) - 1;
+        assert_eq!(d.decode_f64(&[3, big]).unwrap(), vec![3.0 / 4096.0, big as f64 / 4096.0]);
+        assert_eq!(d.decode_f64(&[3, big + 2]), Err((1, big + 2)));
+    }
+
+    #[test]
+    fn the_ring_edges_at_n_64() {
+        // -2^63 is a power of two: exact in both. 2^63 - 1 rounds to 2^63, which an i64
+        // cast saturates back to i64::MAX: it must still be refused.
+        let d = op(64, DatumType::F64);
+        assert_eq!(d.decode_f64(&[i64::MIN]).unwrap(), vec![-(2f64.powi(51))]);
+        assert_eq!(d.decode_f64(&[i64::MAX]), Err((0, i64::MAX)));
+        assert_eq!(d.decode(&[i64::MAX]), Err((0, i64::MAX)));
+    }
 }
