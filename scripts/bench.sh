@@ -22,5 +22,5 @@ for spec in "${specs[@]}"; do
     --warmup 1 --iters "${ITERS:-3}" --out-json "$out/$arch.ort.json"
   pairs+=(--pair "$arch" "$out/$arch.suf.json" "$out/$arch.ort.json")
 done
-python3 scripts/bench_report.py "${pairs[@]}" --machine "${MACHINE:-$(uname -m), $(nproc) cores}" \
+python3 scripts/bench_report.py "${pairs[@]}" \
   --command "${ITERS:+ITERS=$ITERS }${LEVELS:+LEVELS=$LEVELS }$command" --out-json "$out/bench.json" --out-md "$out/bench.md"

@@ -71,6 +71,8 @@ def main():
                         "prepare_s": prepare, "median_ms": med, "min_ms": min(runs),
                         "runs_ms": runs, "examples_per_s": b / (med / 1e3)})
     json.dump({"tool": f"onnxruntime {ort.__version__}", "threads": a.threads,
+               "python": platform.python_version(), "onnxruntime": ort.__version__,
+               "onnx": onnx.__version__, "numpy": np.__version__,
                "machine": f"{platform.machine()} {platform.processor()}".strip(),
                "model": a.model, "timings": timings}, open(a.out_json, "w"), indent=1)
 
