@@ -22,7 +22,9 @@ Two steps:
   python3 scripts/bert_tiny_substitute.py train --data DIR/bert_tiny_data.npz --out-dir OUT
 
 `train` writes OUT/bert-tiny-substitute-{sst2,mrpc}.onnx and OUT/bert-tiny-substitute.json
-(recipe, seeds, timings, PyTorch dev accuracy and every dev prediction). Exporter conventions
+(recipe, seeds, timings, PyTorch dev accuracy and every dev prediction), and per model the
+records suf-run reads beside the ONNX file (`records` re-creates them from that log, no torch):
+  python3 scripts/bert_tiny_substitute.py records --log models/bert-tiny-substitute.pytorch.json --out-dir models Exporter conventions
 are the project's (SPEC.md section 7): legacy exporter, opset 17, eval mode, eager attention,
 fixed seq 128, dynamic batch, inputs input_ids/attention_mask/token_type_ids, output logits.
 """
@@ -300,6 +302,30 @@ def train(args):
         log["total_seconds"] = round(time.time() - started, 1)
         with open(os.path.join(args.out_dir, "bert-tiny-substitute.json"), "w") as f:
             json.dump(log, f, indent=1)
+    write_records(log, args.out_dir)
+
+
+def write_records(log, out_dir):
+    """Per model, the two records suf-run reads beside `<id>.onnx`: `<id>.pytorch.json` (the
+    measured PyTorch accuracy of that very file, matched by sha256, so the report's Float Acc
+    is PyTorch's) and `<id>.export.json` (the classifier's id2label, so the label order is
+    checked against the dataset instead of assumed)."""
+    for task, m in log["models"].items():
+        provenance = {k: log[k] for k in ("seed", "device", "torch", "transformers") if k in log}
+        record = {**{k: v for k, v in m.items()}, **provenance,
+                  "script": "scripts/bert_tiny_substitute.py",
+                  "label": "SUBSTITUTE (not a Table 4 checkpoint)"}
+        with open(os.path.join(out_dir, f"{m['id']}.pytorch.json"), "w") as f:
+            json.dump(record, f, indent=1)
+        with open(os.path.join(out_dir, f"{m['id']}.export.json"), "w") as f:
+            json.dump({"id": m["id"], "task": m["task"], "onnx_sha256": m["onnx_sha256"],
+                       "id2label": m["id2label"], "script": "scripts/bert_tiny_substitute.py"}, f, indent=1)
+        print(f"wrote {out_dir}/{m['id']}.pytorch.json and .export.json", flush=True)
+
+
+def records(args):
+    with open(args.log) as f:
+        write_records(json.load(f), args.out_dir)
 
 
 def ort_agreement(path, ids, mask, types, preds):
@@ -329,8 +355,11 @@ def main():
     p = sub.add_parser("train", help="pretrain, fine-tune, evaluate and export (torch)")
     p.add_argument("--data", required=True, help="the .npz written by prepare")
     p.add_argument("--out-dir", required=True)
+    p = sub.add_parser("records", help="per-model .pytorch.json/.export.json from a train log (no torch)")
+    p.add_argument("--log", required=True, help="the bert-tiny-substitute.json written by train")
+    p.add_argument("--out-dir", required=True)
     args = ap.parse_args()
-    prepare(args) if args.cmd == "prepare" else train(args)
+    {"prepare": prepare, "train": train, "records": records}[args.cmd](args)
 
 
 if __name__ == "__main__":
