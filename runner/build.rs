@@ -43,18 +43,21 @@ fn main() {
         .expect("runner/ sits in the workspace root")
         .to_path_buf();
     // Rebuild the stamp when the sources change (cargo scans directories recursively) or when
-    // HEAD moves (a commit, a checkout).
+    // HEAD moves (a commit, a checkout). Not on `.git/index`: `git status` refreshes it, so
+    // every build would rerun this script and recompile the crate.
     for s in SOURCES {
         println!("cargo:rerun-if-changed={}", root.join(s).display());
     }
-    for p in ["HEAD", "index", "packed-refs"] {
-        if let Some(path) = git(&root, &["rev-parse", "--git-path", p]) {
-            println!("cargo:rerun-if-changed={}", root.join(path).display());
-        }
-    }
-    if let Some(head_ref) = git(&root, &["symbolic-ref", "-q", "HEAD"]) {
-        if let Some(path) = git(&root, &["rev-parse", "--git-path", &head_ref]) {
-            println!("cargo:rerun-if-changed={}", root.join(path).display());
+    // Only files that exist: cargo treats a missing one as always stale (a fresh clone
+    // has no packed-refs, a packed branch no loose ref file).
+    let mut watched = vec!["HEAD".to_string(), "packed-refs".to_string()];
+    watched.extend(git(&root, &["symbolic-ref", "-q", "HEAD"]));
+    for p in watched {
+        if let Some(path) = git(&root, &["rev-parse", "--git-path", &p]) {
+            let path = root.join(path);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
         }
     }
     let commit = match std::env::var("SUF_BUILD_COMMIT") {

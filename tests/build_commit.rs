@@ -24,7 +24,10 @@ fn version_names_the_build_commit_outside_any_checkout() {
         return;
     };
     let elsewhere = tempfile::tempdir().unwrap();
-    for bin in [env!("CARGO_BIN_EXE_suf-run"), env!("CARGO_BIN_EXE_suf-bench")] {
+    for bin in [
+        env!("CARGO_BIN_EXE_suf-run"),
+        env!("CARGO_BIN_EXE_suf-bench"),
+    ] {
         let out = Command::new(bin)
             .arg("--version")
             .current_dir(elsewhere.path())

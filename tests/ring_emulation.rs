@@ -91,16 +91,20 @@ fn rewrite(model: &ModelProto, n_bits: u32, emulation: Emulation) -> ModelProto 
     compile(model, &opts).unwrap().model
 }
 
-fn run(model: &ModelProto, x: &Tensor) -> Vec<f32> {
+/// The graph output as f64 (level output's f32 widens exactly; levels ring and sigma decode
+/// to f64), so levels compare bit for bit.
+fn run(model: &ModelProto, x: &Tensor) -> Vec<f64> {
     let mut m = tract_ops::onnx().model_for_proto_model(model).unwrap();
     m.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), x.shape()))
         .unwrap();
     let plan = m.into_optimized().unwrap().into_runnable().unwrap();
     let out = plan.run(tvec!(x.clone().into_tvalue())).unwrap();
     out[0]
+        .cast_to::<f64>()
+        .unwrap()
         .try_as_plain_ram()
         .unwrap()
-        .as_slice::<f32>()
+        .as_slice::<f64>()
         .unwrap()
         .to_vec()
 }

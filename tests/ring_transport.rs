@@ -21,12 +21,14 @@ fn run(model: &ModelProto, inputs: Vec<Tensor>) -> TractResult<TVec<TValue>> {
     plan.run(inputs.into_iter().map(|t| t.into_tvalue()).collect())
 }
 
-fn f32s(t: &TValue) -> Vec<f32> {
-    t.cast_to::<f32>()
+/// A graph output as f64: f32 outputs (level output) widen exactly; f64 ones (the exact
+/// decode of levels ring and sigma) stay as they are.
+fn f64s(t: &TValue) -> Vec<f64> {
+    t.cast_to::<f64>()
         .unwrap()
         .try_as_plain_ram()
         .unwrap()
-        .as_slice::<f32>()
+        .as_slice::<f64>()
         .unwrap()
         .to_vec()
 }
@@ -58,31 +60,61 @@ fn residual_values_beyond_f32_stay_exact_in_the_ring() {
         let compiled = compile(&model, &opts(50, emulation)).unwrap().model;
         let y = run(&compiled, vec![x.clone()]).unwrap();
         assert_eq!(
-            f32s(&y[0]),
+            f64s(&y[0]),
             [2.0 / 4096.0],
             "{emulation}: the two residual entries differ by 2 * 2^-12"
         );
     }
 }
 
-#[test]
-fn a_graph_output_f32_cannot_hold_is_an_error_naming_the_node() {
-    // y itself is 2^20 + 2^-12: the decode into the f32 graph output must refuse it.
+/// y = (x MatMul [[1]] + x) + big, one element. `big` joins through a ring Add at scale f,
+/// not as the product's bias at 2f (which would wrap beyond 2^(n-1-2f), as the ring does).
+fn big_output(big: f32) -> ModelProto {
     let mut g = GraphBuilder::new("big_output");
     g.opset(17)
         .input_f32("x", &[1, 1])
         .output("y")
         .init_f32("w", &[1, 1], &[1.0])
-        .init_f32("big", &[1], &[1_048_576.0]);
+        .init_f32("big", &[1], &[big]);
     g.node("MatMul", &["x", "w"], &["h"]);
-    g.node("Add", &["h", "big"], &["y"]);
-    let compiled = compile(&g.build(), &opts(50, Emulation::Ring))
-        .unwrap()
-        .model;
+    g.node("Add", &["h", "x"], &["r"]);
+    g.node("Add", &["r", "big"], &["y"]);
+    g.build()
+}
+
+#[test]
+fn graph_outputs_leave_the_ring_as_exact_f64() {
+    // y = 2^20 + 2 * 2^-12 has 32 significant bits: f32 would round it to 2^20 (it used
+    // to be refused); the f64 decode carries it exactly.
+    let x = tensor2(&[[1.0f32 / 4096.0]]);
+    for emulation in [Emulation::Ring, Emulation::Sigma] {
+        let compiled = compile(&big_output(1_048_576.0), &opts(50, emulation))
+            .unwrap()
+            .model;
+        let y = run(&compiled, vec![x.clone()]).unwrap();
+        assert_eq!(y[0].datum_type(), DatumType::F64, "{emulation}");
+        let plain = y[0].try_as_plain_ram().unwrap();
+        assert_eq!(
+            plain.as_slice::<f64>().unwrap(),
+            [1_048_576.0 + 2.0 / 4096.0]
+        );
+    }
+}
+
+#[test]
+fn a_graph_output_f64_cannot_hold_is_an_error_naming_the_node() {
+    // At n = 64, y = 2^45 + 2 * 2^-12 is the ring integer 2^57 + 2: 57 significant bits,
+    // more than f64's 53, so the decode must refuse it rather than round.
+    let compiled = compile(
+        &big_output(35_184_372_088_832.0),
+        &opts(64, Emulation::Ring),
+    )
+    .unwrap()
+    .model;
     let e = run(&compiled, vec![tensor2(&[[1.0f32 / 4096.0]])]).unwrap_err();
     let msg = format!("{e:?}");
     assert!(
-        msg.contains("y/suf_decode") && msg.contains("cannot be carried exactly"),
+        msg.contains("y/suf_decode") && msg.contains("cannot be carried exactly in f64"),
         "{msg}"
     );
 }
@@ -118,7 +150,7 @@ fn sigma_layernorm_of_unshipped_widths_compiles_and_runs() {
         let x = tract_ndarray::Array3::from_shape_vec((1, 2, c), x)
             .unwrap()
             .into_tensor();
-        let y = f32s(&run(&compiled.model, vec![x]).unwrap()[0]);
+        let y = f64s(&run(&compiled.model, vec![x]).unwrap()[0]);
         assert_eq!(y.len(), 2);
         assert!(y.iter().all(|v| v.is_finite() && v.abs() < 1e3), "{y:?}");
     }
@@ -205,7 +237,7 @@ fn a_minus_infinity_table_feeding_the_scores_is_mask_bias() {
             summary.contains("attention-mask bias (table `mask_table`"),
             "{emulation}: {summary}"
         );
-        let y = f32s(&run(&c.model, vec![ids.clone()]).unwrap()[0]);
+        let y = f64s(&run(&c.model, vec![ids.clone()]).unwrap()[0]);
         // Row 0 (id 1) masks column 1, row 1 (id 2) masks column 2: weighted means of wo's
         // entries over the live columns, so each lies within [1, 4].
         assert!(

@@ -277,7 +277,10 @@ impl Engine {
         for (p, t) in self.probes.iter().zip(outputs.iter_mut().skip(1)) {
             // i64 probes are ring tensors (levels ring, sigma), f64 ones their exact decode:
             // the caller reads them as they are; a cast to f32 would round them.
-            if !matches!(t.datum_type(), DatumType::F32 | DatumType::F64 | DatumType::I64) {
+            if !matches!(
+                t.datum_type(),
+                DatumType::F32 | DatumType::F64 | DatumType::I64
+            ) {
                 *t = t
                     .cast_to::<f32>()
                     .with_context(|| format!("probe {p}"))?

@@ -208,7 +208,8 @@ fn run_batch(
             let s = tally.suf.get_mut(name).expect("inserted above");
             record(&mut s.graph.counts, inputs, label, &out);
             s.agree += u64::from(out.pred == float_out.pred);
-            s.diff.add_slices(&float_slice.to_f64_vec(), &slice.to_f64_vec());
+            s.diff
+                .add_slices(&float_slice.to_f64_vec(), &slice.to_f64_vec());
             prediction.suf.insert(name.clone(), out.pred);
         }
         predictions.push(prediction);

@@ -151,7 +151,9 @@ pub fn compare(ring: &Ring, trace: &Trace, p: &Pipeline, extra: &[String]) -> Op
         let problem = match p.tensors.get("logits") {
             Some(read) => match (&read.values, as_ring(ring, &read.values)) {
                 (Values::F64(_), Some(got)) if got.len() == r.data.len() => diff(ring, r, &got),
-                _ => Some("not f64 of the logits' size (the contract: outputs decode to f64)".into()),
+                _ => {
+                    Some("not f64 of the logits' size (the contract: outputs decode to f64)".into())
+                }
             },
             None => Some("not read back".into()),
         };

@@ -147,7 +147,10 @@ mod tests {
         assert_eq!(d.decode(&[small]).unwrap(), vec![small as f32 / 4096.0]);
         assert_eq!(d.decode(&[small + 2]), Err((0, small + 2)));
         let big = (1i64 << 53) - 1;
-        assert_eq!(d.decode_f64(&[3, big]).unwrap(), vec![3.0 / 4096.0, big as f64 / 4096.0]);
+        assert_eq!(
+            d.decode_f64(&[3, big]).unwrap(),
+            vec![3.0 / 4096.0, big as f64 / 4096.0]
+        );
         assert_eq!(d.decode_f64(&[3, big + 2]), Err((1, big + 2)));
     }
 
