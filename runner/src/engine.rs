@@ -352,17 +352,44 @@ impl<'a> LogitsView<'a> {
 
 /// Rows of the token embedding (the initializer a Gather indexes with `input_ids`), if the
 /// graph has one: token ids at or above it mean the tokenizer does not belong to the model.
+/// The ids may reach the Gather through data movement (GPT-2's exporter reshapes them
+/// first) and the table through an Identity (tied weights).
 pub fn embedding_rows(proto: &ModelProto) -> Option<i64> {
+    const MOVES: [&str; 6] = [
+        "Reshape",
+        "Unsqueeze",
+        "Squeeze",
+        "Flatten",
+        "Cast",
+        "Identity",
+    ];
     let graph = proto.graph.as_ref()?;
+    // Follows `t` back through data movement to a graph input or initializer name.
+    let source = |t: &str| -> String {
+        let mut t = t.to_string();
+        for _ in 0..graph.node.len() {
+            let next = graph
+                .node
+                .iter()
+                .find(|n| n.output.iter().any(|o| *o == t))
+                .filter(|n| MOVES.contains(&n.op_type.as_str()))
+                .and_then(|n| n.input.first());
+            match next {
+                Some(i) => t.clone_from(i),
+                None => break,
+            }
+        }
+        t
+    };
     graph
         .node
         .iter()
-        .filter(|n| n.op_type == "Gather" && n.input.get(1).is_some_and(|i| i == "input_ids"))
+        .filter(|n| {
+            n.op_type == "Gather" && n.input.get(1).is_some_and(|i| source(i) == "input_ids")
+        })
         .find_map(|n| {
-            graph
-                .initializer
-                .iter()
-                .find(|t| Some(&t.name) == n.input.first())
+            let table = source(n.input.first()?);
+            graph.initializer.iter().find(|t| t.name == table)
         })
         .and_then(|t| t.dims.first().copied())
 }
@@ -379,6 +406,19 @@ pub fn read_proto(path: &std::path::Path) -> Result<ModelProto> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn embedding_rows_through_reshaped_ids_and_an_identity_table() {
+        // GPT-2's exporter: Gather(wte, Reshape(input_ids)); tied weights via Identity.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        for (file, rows) in [
+            ("gpt2_tiny_op17.onnx", 50257),
+            ("bert_tiny_op17.onnx", 30522),
+        ] {
+            let proto = read_proto(&dir.join(file)).unwrap();
+            assert_eq!(embedding_rows(&proto), Some(rows), "{file}");
+        }
+    }
 
     #[test]
     fn logits_by_name_else_the_only_output_with_a_note() {
