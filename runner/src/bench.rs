@@ -48,6 +48,9 @@ pub struct BenchArgs {
     /// Also time level `output` with one op kind at a time (where the SUF overhead goes)
     #[arg(long)]
     breakdown: bool,
+    /// After timing, print each graph's time per tract op (one extra run per graph)
+    #[arg(long)]
+    profile: bool,
     #[arg(long)]
     out_json: PathBuf,
 }
@@ -182,6 +185,20 @@ fn run(args: &BenchArgs) -> Result<()> {
                 engine.run(&tb)?;
                 if round >= args.warmup {
                     runs[k].push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+        }
+        if args.profile {
+            for (name, engine, _) in &engines {
+                let per_op = engine.profile(&tb)?;
+                let total: f64 = per_op.iter().map(|(_, d)| d.as_secs_f64()).sum();
+                eprintln!("profile {name} batch {batch}: {:.1} ms in ops", total * 1e3);
+                for (op, d) in per_op.iter().take(12) {
+                    eprintln!(
+                        "  {:>8.1} ms {:>5.1}%  {op}",
+                        d.as_secs_f64() * 1e3,
+                        d.as_secs_f64() / total * 100.0
+                    );
                 }
             }
         }

@@ -201,23 +201,8 @@ impl Engine {
         })
     }
 
-    /// Runs one batch; the logits have `output_shape`.
-    pub fn run(&self, tb: &TokenBatch) -> Result<Logits> {
-        let mut all = self.run_all(tb)?;
-        Ok(Logits(all.remove(0)))
-    }
-
-    /// Runs one batch: the logits, then one tensor per probe.
-    pub fn run_all(&self, tb: &TokenBatch) -> Result<Vec<TValue>> {
-        if tb.batch != self.batch || tb.seq_len != self.seq_len {
-            bail!(
-                "batch [{}, {}] does not match the plan's [{}, {}]",
-                tb.batch,
-                tb.seq_len,
-                self.batch,
-                self.seq_len
-            );
-        }
+    /// The graph inputs for one batch, in the plan's input order.
+    fn feeds(&self, tb: &TokenBatch) -> Result<TVec<TValue>> {
         let shape = [self.batch, self.seq_len];
         let mut values: TVec<TValue> = tvec![];
         for (role, dt) in &self.inputs {
@@ -238,6 +223,46 @@ impl Engine {
             };
             values.push(tensor.into_tvalue());
         }
+        Ok(values)
+    }
+
+    /// Runs one batch and returns the time spent per op name (tract's op, e.g.
+    /// `SufRingMatMul`, `EinSum`), summed over the graph's nodes, largest first.
+    pub fn profile(&self, tb: &TokenBatch) -> Result<Vec<(String, std::time::Duration)>> {
+        let values = self.feeds(tb)?;
+        let mut per_op = std::collections::BTreeMap::<String, std::time::Duration>::new();
+        let mut state = self.plan.spawn()?;
+        state
+            .run_plan_with_eval(values, |ctx, op_state, node, input| {
+                let t0 = std::time::Instant::now();
+                let r = tract_onnx::tract_core::plan::eval(ctx, op_state, node, input);
+                *per_op.entry(node.op().name().to_string()).or_default() += t0.elapsed();
+                r
+            })
+            .map_err(|e| anyhow!("tract run failed: {e:#}"))?;
+        let mut v: Vec<_> = per_op.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1));
+        Ok(v)
+    }
+
+    /// Runs one batch; the logits have `output_shape`.
+    pub fn run(&self, tb: &TokenBatch) -> Result<Logits> {
+        let mut all = self.run_all(tb)?;
+        Ok(Logits(all.remove(0)))
+    }
+
+    /// Runs one batch: the logits, then one tensor per probe.
+    pub fn run_all(&self, tb: &TokenBatch) -> Result<Vec<TValue>> {
+        if tb.batch != self.batch || tb.seq_len != self.seq_len {
+            bail!(
+                "batch [{}, {}] does not match the plan's [{}, {}]",
+                tb.batch,
+                tb.seq_len,
+                self.batch,
+                self.seq_len
+            );
+        }
+        let values = self.feeds(tb)?;
         // A tract kernel that panics (e.g. an out-of-range Gather) must become an error
         // naming the graph and node, not an abort of the whole run.
         let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
