@@ -24,7 +24,10 @@ pub fn fuse_bias_quantize(graph: &mut GraphProto) -> usize {
             if q1.op_type != SUF_QUANTIZE || site(q1).as_deref() != Some("matmul") {
                 continue;
             }
-            let a = &q1.output[0];
+            // A SufQuantize from the input model may lack its operand or output: no match.
+            let (Some(x), Some(a)) = (q1.input.first(), q1.output.first()) else {
+                continue;
+            };
             let Some(add) = view.sole_consumer_op(a, "Add") else {
                 continue;
             };
@@ -37,7 +40,9 @@ pub fn fuse_bias_quantize(graph: &mut GraphProto) -> usize {
             let rank1 = view
                 .initializer(bias)
                 .is_some_and(|t| t.dims.len() == 1 && t.data_type == crate::tensor::dtype::FLOAT);
-            let sum = &view.node(add).output[0];
+            let Some(sum) = view.node(add).output.first() else {
+                continue;
+            };
             let Some(q2) = view.sole_consumer_op(sum, SUF_QUANTIZE) else {
                 continue;
             };
@@ -54,7 +59,7 @@ pub fn fuse_bias_quantize(graph: &mut GraphProto) -> usize {
                     name: old.name.clone(),
                     op_type: SUF_QUANTIZE_BIAS.into(),
                     domain: old.domain.clone(),
-                    input: vec![q1.input[0].clone(), bias.to_string()],
+                    input: vec![x.clone(), bias.to_string()],
                     output: old.output.clone(),
                     attribute,
                     ..Default::default()

@@ -6,6 +6,7 @@
 //! graphs and `tract_ops` to execute SUF nodes in tract.
 
 pub mod approx;
+pub mod arity;
 pub mod builder;
 pub mod cli;
 pub mod dump;

@@ -5,6 +5,7 @@
 //! Round-half-to-even uses the magic-number trick `(v + 1.5*2^52) - 1.5*2^52` (exact IEEE
 //! addition) instead of the `Round` op, which tract does not implement for f64.
 
+use crate::arity;
 use crate::builder::attr_int;
 use crate::tensor::{dtype, f64_scalar};
 use crate::{SUF_DOMAIN, SUF_QUANTIZE};
@@ -44,6 +45,8 @@ fn attr<'a>(node: &'a NodeProto, name: &str) -> Result<&'a tract_onnx::pb::Attri
 }
 
 fn expand_node(graph: &mut GraphProto, node: &NodeProto) -> Result<Vec<NodeProto>> {
+    // SufQuantize nodes may come from the input model as well as from the pass.
+    let (input, output) = (arity::input(node, 0)?, arity::output(node, 0)?);
     let n_bits = attr(node, "n_bits")?.i as i32;
     let frac_bits = attr(node, "frac_bits")?.i as i32;
     let rounding: Rounding = String::from_utf8_lossy(&attr(node, "rounding")?.s)
@@ -77,7 +80,7 @@ fn expand_node(graph: &mut GraphProto, node: &NodeProto) -> Result<Vec<NodeProto
     };
     let x = op(
         "Cast",
-        &[&node.input[0]],
+        &[input],
         "x64",
         vec![attr_int("to", dtype::DOUBLE as i64)],
     );
@@ -107,6 +110,6 @@ fn expand_node(graph: &mut GraphProto, node: &NodeProto) -> Result<Vec<NodeProto
         "y32",
         vec![attr_int("to", dtype::FLOAT as i64)],
     );
-    out.last_mut().expect("pushed").output = vec![node.output[0].clone()];
+    out.last_mut().expect("pushed").output = vec![output.to_string()];
     Ok(out)
 }

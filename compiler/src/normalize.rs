@@ -93,7 +93,7 @@ fn expand_small_pows(graph: &mut GraphProto) -> usize {
             .node
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.op_type == "Pow" && n.input.len() == 2)
+            .filter(|(_, n)| n.op_type == "Pow" && n.input.len() == 2 && !n.output.is_empty())
             .filter_map(|(i, n)| match view.scalar(&n.input[1]) {
                 Some(e) if e == 2.0 || e == 3.0 => Some((i, e as u32)),
                 _ => None,
@@ -102,6 +102,7 @@ fn expand_small_pows(graph: &mut GraphProto) -> usize {
     };
     for &(i, exponent) in targets.iter().rev() {
         let pow = graph.node[i].clone();
+        // Two inputs and an output: checked when collecting the targets.
         let (x, y) = (&pow.input[0], &pow.output[0]);
         let mul = |name: String, a: &str, b: &str, out: &str| NodeProto {
             name,

@@ -44,7 +44,7 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
     let normalizations = normalize::normalize(graph);
     let matches = {
         let view = GraphView::new(graph);
-        patterns::find_sites(&view, opts.fixed.real_bound())
+        patterns::find_sites(&view, opts.fixed.real_bound())?
     };
     let wanted = patterns::selected_kinds(opts.only.as_ref(), &opts.skip);
     let mut untouched = matches.untouched;
@@ -82,14 +82,14 @@ pub fn compile(model: &ModelProto, opts: &CompileOptions) -> Result<Compiled> {
     };
     let carries_ring = opts.emulation.carries_ring();
     let mut ring_plan = if carries_ring {
-        ring::plan(&GraphView::new(graph), &sites, opts)
+        ring::plan(&GraphView::new(graph), &sites, opts)?
     } else {
         ring::RingPlan::default()
     };
     let mut edits = crate::graph::Edits::default();
     let sigma_plan = if carries_ring {
         let view = GraphView::new(graph);
-        let folded = sigma::fold_scales(&view, &sites, &mut ring_plan, opts.fixed.frac_bits());
+        let folded = sigma::fold_scales(&view, &sites, &mut ring_plan, opts.fixed.frac_bits())?;
         if let Some(p) = ring_plan
             .products
             .iter()

@@ -3,8 +3,10 @@
 //! Patterns are matched as wholes (SPEC.md section 2): one SUF node after the GELU's final
 //! Mul, not one per inner op; the Adds inside a LayerNorm are part of the LayerNorm.
 
+use crate::arity;
 use crate::graph::GraphView;
 use crate::tensor::dtype;
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -108,7 +110,11 @@ pub struct Matches {
 
 /// Finds every site. `mask_bound` is the magnitude from which a constant operand of an Add
 /// counts as a mask fill (2^(n-1-f): it would wrap in the ring).
-pub fn find_sites(view: &GraphView, mask_bound: f64) -> Matches {
+///
+/// A single op of a matchable kind without the inputs ONNX requires is an error naming it
+/// (a raw proto need not have gone through the loader's checks); a composite pattern with a
+/// node short of inputs or outputs simply does not match.
+pub fn find_sites(view: &GraphView, mask_bound: f64) -> Result<Matches> {
     let mut m = Matches::default();
     let mut covered: HashSet<usize> = HashSet::new();
     let composite: [fn(&GraphView, usize) -> Option<Site>; 5] =
@@ -130,19 +136,26 @@ pub fn find_sites(view: &GraphView, mask_bound: f64) -> Matches {
     }
     let data = data_tensors(view, mask_bound);
     for (i, n) in view.graph.node.iter().enumerate() {
-        if covered.contains(&i) || n.output.is_empty() {
+        let Some(anchor) = n.output.first() else {
+            continue;
+        };
+        if covered.contains(&i) {
             continue;
         }
         let _scope = crate::panic_guard::NodeScope::enter(&n.name);
         let single = |kind, form| Site {
             kind,
             form,
-            anchor: n.output[0].clone(),
+            anchor: anchor.clone(),
             input: n.input.first().cloned().unwrap_or_default(),
             nodes: vec![i],
             params: float_initializers(view, &n.input),
         };
-        match n.op_type.as_str() {
+        let op = n.op_type.as_str();
+        if SINGLE_OPS.contains(&op) {
+            arity::require_inputs(n)?;
+        }
+        match op {
             "MatMul" => m.sites.push(single(OpKind::MatMul, "MatMul op")),
             "Gemm" => m.sites.push(single(OpKind::MatMul, "Gemm op")),
             "LayerNormalization" => m
@@ -153,22 +166,20 @@ pub fn find_sites(view: &GraphView, mask_bound: f64) -> Matches {
             }
             "Softmax" => m.sites.push(single(OpKind::Softmax, "Softmax op")),
             "Gelu" => m.sites.push(single(OpKind::Gelu, "Gelu op")),
-            "Gather"
-                if is_mask_table(view, &n.input[0], mask_bound)
-                    && feeds_only_adds(view, &n.output[0]) =>
-            {
-                m.untouched.push(Untouched {
-                    reason: format!(
-                        "{MASK_BIAS} (table `{}` holds values no ring holds)",
-                        n.input[0]
-                    ),
-                    ..untouched(view, i, MASK_BIAS)
-                })
+            "Gather" => {
+                let table = arity::input(n, 0)?;
+                if is_mask_table(view, table, mask_bound) && feeds_only_adds(view, anchor) {
+                    m.untouched.push(Untouched {
+                        reason: format!("{MASK_BIAS} (table `{table}` holds values no ring holds)"),
+                        ..untouched(view, i, MASK_BIAS)
+                    })
+                } else if is_float_table(view, table) {
+                    m.sites.push(Site {
+                        params: vec![table.to_string()],
+                        ..single(OpKind::Embedding, "Gather of an embedding table")
+                    })
+                }
             }
-            "Gather" if is_float_table(view, &n.input[0]) => m.sites.push(Site {
-                params: vec![n.input[0].clone()],
-                ..single(OpKind::Embedding, "Gather of an embedding table")
-            }),
             "Add" => match classify_add(view, i, &data, mask_bound) {
                 AddRole::Data => m.sites.push(single(OpKind::Add, "Add op")),
                 AddRole::MaskBias => m.untouched.push(untouched(view, i, MASK_BIAS)),
@@ -178,8 +189,21 @@ pub fn find_sites(view: &GraphView, mask_bound: f64) -> Matches {
         }
     }
     m.sites.sort_by_key(|s| s.nodes.iter().max().copied());
-    m
+    Ok(m)
 }
+
+/// The ops matched on their own (above); they must have the inputs ONNX requires.
+const SINGLE_OPS: [&str; 9] = [
+    "MatMul",
+    "Gemm",
+    "LayerNormalization",
+    "SimplifiedLayerNormalization",
+    "RMSNormalization",
+    "Softmax",
+    "Gelu",
+    "Gather",
+    "Add",
+];
 
 fn untouched(view: &GraphView, i: usize, reason: &str) -> Untouched {
     let n = view.node(i);
@@ -269,16 +293,17 @@ pub fn data_tensors(view: &GraphView, mask_bound: f64) -> HashSet<String> {
         .collect();
     for n in &view.graph.node {
         let op = n.op_type.as_str();
+        let first = n.input.first().map(String::as_str);
         let seeded = matches!(op, "MatMul" | "Gemm")
             || (op == "Gather"
-                && is_float_table(view, &n.input[0])
-                && !(is_mask_table(view, &n.input[0], mask_bound)
-                    && feeds_only_adds(view, &n.output[0])));
+                && first.is_some_and(|t| is_float_table(view, t))
+                && !(first.is_some_and(|t| is_mask_table(view, t, mask_bound))
+                    && n.output.first().is_some_and(|o| feeds_only_adds(view, o))));
         let propagates = match op {
             _ if NOT_PROPAGATING.contains(&op) => false,
             "Where" => n.input.iter().skip(1).any(|i| data.contains(i)),
             "Cast" => {
-                data.contains(&n.input[0])
+                first.is_some_and(|t| data.contains(t))
                     && n.attribute.iter().any(|a| {
                         a.name == "to"
                             && matches!(a.i as i32, dtype::FLOAT | dtype::DOUBLE | 10 | 16)
@@ -312,7 +337,7 @@ enum AddRole {
 /// large it would wrap in the ring, is a mask bias: encoding it would destroy the masking.
 fn classify_add(view: &GraphView, i: usize, data: &HashSet<String>, mask_bound: f64) -> AddRole {
     let n = view.node(i);
-    if !data.contains(&n.output[0]) {
+    if n.output.first().is_none_or(|o| !data.contains(o)) {
         return AddRole::NotData;
     }
     for operand in &n.input {
@@ -344,20 +369,22 @@ fn classify_add(view: &GraphView, i: usize, data: &HashSet<String>, mask_bound: 
 /// and `+ beta` (the opset < 17 export of LayerNorm).
 fn layer_norm_decomposed(view: &GraphView, div: usize) -> Option<Site> {
     let n = view.node(div);
-    if n.op_type != "Div" || n.input.len() != 2 {
+    if n.op_type != "Div" {
         return None;
     }
-    let centered = &n.input[0];
+    let [centered, scale] = n.input.as_slice() else {
+        return None;
+    };
     let sub = view.producer_op(centered, "Sub")?;
-    let x = &view.node(sub).input[0];
-    let mean = view.producer_op(&view.node(sub).input[1], "ReduceMean")?;
-    (view.node(mean).input[0] == *x).then_some(())?;
-    let sqrt = view.producer_op(&n.input[1], "Sqrt")?;
-    let (add_eps, var) = add_with_constant(view, &view.node(sqrt).input[0])?;
+    let x = view.node(sub).input.first()?;
+    let mean = view.producer_op(view.node(sub).input.get(1)?, "ReduceMean")?;
+    (view.node(mean).input.first()? == x).then_some(())?;
+    let sqrt = view.producer_op(scale, "Sqrt")?;
+    let (add_eps, var) = add_with_constant(view, view.node(sqrt).input.first()?)?;
     let var_mean = view.producer_op(var, "ReduceMean")?;
-    let square = square_of(view, &view.node(var_mean).input[0], centered)?;
+    let square = square_of(view, view.node(var_mean).input.first()?, centered)?;
     let mut nodes = vec![mean, sub, square, var_mean, add_eps, sqrt, div];
-    let (anchor, params) = affine_tail(view, &n.output[0], &mut nodes);
+    let (anchor, params) = affine_tail(view, n.output.first()?, &mut nodes);
     Some(Site {
         kind: OpKind::LayerNorm,
         form: "decomposed pattern",
@@ -374,40 +401,41 @@ fn rms_norm(view: &GraphView, sqrt: usize) -> Option<Site> {
     if n.op_type != "Sqrt" {
         return None;
     }
-    let (add_eps, ms) = add_with_constant(view, &n.input[0])?;
+    let (add_eps, ms) = add_with_constant(view, n.input.first()?)?;
     let mean = view.producer_op(ms, "ReduceMean")?;
-    let sq_out = &view.node(mean).input[0];
+    let sq_out = view.node(mean).input.first()?;
     let sq = view.producer(sq_out)?;
     let x = view.node(sq).input.first()?.clone();
     square_of(view, sq_out, &x)?;
-    let s = &n.output[0];
+    let s = n.output.first()?;
     let mut nodes = vec![sq, mean, add_eps, sqrt];
     let normed = if let Some(div) = view.sole_consumer_op(s, "Div") {
         let d = view.node(div);
-        if d.input[0] == x {
+        let (d_in, d_out) = (d.input.first()?, d.output.first()?);
+        if *d_in == x {
             nodes.push(div);
-            d.output[0].clone()
-        } else if view.is_scalar(&d.input[0], 1.0, 0.0) {
-            let mul = view.sole_consumer_op(&d.output[0], "Mul")?;
-            (view.other_input(mul, &d.output[0])? == x).then_some(())?;
+            d_out.clone()
+        } else if view.is_scalar(d_in, 1.0, 0.0) {
+            let mul = view.sole_consumer_op(d_out, "Mul")?;
+            (view.other_input(mul, d_out)? == x).then_some(())?;
             nodes.extend([div, mul]);
-            view.node(mul).output[0].clone()
+            view.node(mul).output.first()?.clone()
         } else {
             return None;
         }
     } else {
         let rec = view.sole_consumer_op(s, "Reciprocal")?;
-        let out = &view.node(rec).output[0];
+        let out = view.node(rec).output.first()?;
         let mul = view.sole_consumer_op(out, "Mul")?;
         (view.other_input(mul, out)? == x).then_some(())?;
         nodes.extend([rec, mul]);
-        view.node(mul).output[0].clone()
+        view.node(mul).output.first()?.clone()
     };
     // Exporters may cast back to the activation type before the weight.
     let mut cur = normed;
     while let Some(cast) = view.sole_consumer_op(&cur, "Cast") {
         nodes.push(cast);
-        cur = view.node(cast).output[0].clone();
+        cur = view.node(cast).output.first()?.clone();
     }
     let mut params = vec![];
     if let Some(mul) = view.sole_consumer_op(&cur, "Mul") {
@@ -415,7 +443,7 @@ fn rms_norm(view: &GraphView, sqrt: usize) -> Option<Site> {
         if view.initializer(w).is_some() {
             nodes.push(mul);
             params.push(w.to_string());
-            cur = view.node(mul).output[0].clone();
+            cur = view.node(mul).output.first()?.clone();
         }
     }
     Some(Site {
@@ -434,25 +462,28 @@ fn gelu_erf(view: &GraphView, erf: usize) -> Option<Site> {
     if n.op_type != "Erf" {
         return None;
     }
-    let scaled = view.producer(&n.input[0])?;
+    let scaled = view.producer(n.input.first()?)?;
     let s = view.node(scaled);
+    let [s0, s1, ..] = s.input.as_slice() else {
+        return None;
+    };
     let x = match s.op_type.as_str() {
-        "Div" if view.is_scalar(&s.input[1], std::f64::consts::SQRT_2, 1e-4) => &s.input[0],
+        "Div" if view.is_scalar(s1, std::f64::consts::SQRT_2, 1e-4) => s0,
         "Mul" => {
             let c = std::f64::consts::FRAC_1_SQRT_2;
-            if view.is_scalar(&s.input[1], c, 1e-4) {
-                &s.input[0]
-            } else if view.is_scalar(&s.input[0], c, 1e-4) {
-                &s.input[1]
+            if view.is_scalar(s1, c, 1e-4) {
+                s0
+            } else if view.is_scalar(s0, c, 1e-4) {
+                s1
             } else {
                 return None;
             }
         }
         _ => return None,
     };
-    let (add_one, _) = add_constant_consumer(view, &n.output[0], 1.0)?;
+    let (add_one, _) = add_constant_consumer(view, n.output.first()?, 1.0)?;
     let mut nodes = vec![scaled, erf, add_one];
-    let anchor = half_x_tail(view, &view.node(add_one).output[0], x, &mut nodes)?;
+    let anchor = half_x_tail(view, view.node(add_one).output.first()?, x, &mut nodes)?;
     Some(Site {
         kind: OpKind::Gelu,
         form: "erf pattern",
@@ -469,7 +500,7 @@ fn gelu_tanh(view: &GraphView, tanh: usize) -> Option<Site> {
     if n.op_type != "Tanh" {
         return None;
     }
-    let (scale_mul, inner) = mul_with_constant(view, &n.input[0], 0.7978845608, 1e-4)?;
+    let (scale_mul, inner) = mul_with_constant(view, n.input.first()?, 0.7978845608, 1e-4)?;
     let inner_add = view.producer_op(inner, "Add")?;
     let [a, b] = view.node(inner_add).input.as_slice() else {
         return None;
@@ -484,9 +515,9 @@ fn gelu_tanh(view: &GraphView, tanh: usize) -> Option<Site> {
     let (coef_mul, cube) = mul_with_constant(view, cubic_term, 0.044715, 1e-6)?;
     let mut nodes = cube_nodes(view, cube, x)?;
     nodes.extend([coef_mul, inner_add, scale_mul, tanh]);
-    let (add_one, _) = add_constant_consumer(view, &n.output[0], 1.0)?;
+    let (add_one, _) = add_constant_consumer(view, n.output.first()?, 1.0)?;
     nodes.push(add_one);
-    let anchor = half_x_tail(view, &view.node(add_one).output[0], x, &mut nodes)?;
+    let anchor = half_x_tail(view, view.node(add_one).output.first()?, x, &mut nodes)?;
     Some(Site {
         kind: OpKind::Gelu,
         form: "tanh pattern (gelu_new)",
@@ -503,10 +534,10 @@ fn silu(view: &GraphView, sig: usize) -> Option<Site> {
     if n.op_type != "Sigmoid" {
         return None;
     }
-    let x = &n.input[0];
-    let mul = view.sole_consumer_op(&n.output[0], "Mul")?;
-    (view.other_input(mul, &n.output[0])? == x).then_some(())?;
-    let anchor = view.node(mul).output[0].clone();
+    let (x, y) = (n.input.first()?, n.output.first()?);
+    let mul = view.sole_consumer_op(y, "Mul")?;
+    (view.other_input(mul, y)? == x).then_some(())?;
+    let anchor = view.node(mul).output.first()?.clone();
     Some(Site {
         kind: OpKind::Silu,
         form: "x*Sigmoid(x) pattern",
@@ -569,9 +600,12 @@ fn add_constant_consumer<'a>(
 fn square_of(view: &GraphView, tensor: &str, x: &str) -> Option<usize> {
     let p = view.producer(tensor)?;
     let n = view.node(p);
+    let [a, b, ..] = n.input.as_slice() else {
+        return None;
+    };
     match n.op_type.as_str() {
-        "Mul" if n.input[0] == x && n.input[1] == x => Some(p),
-        "Pow" if n.input[0] == x && view.is_scalar(&n.input[1], 2.0, 0.0) => Some(p),
+        "Mul" if a == x && b == x => Some(p),
+        "Pow" if a == x && view.is_scalar(b, 2.0, 0.0) => Some(p),
         _ => None,
     }
 }
@@ -585,9 +619,9 @@ fn is_cubic_term(view: &GraphView, term: &str, x: &str) -> bool {
 fn cube_nodes(view: &GraphView, cube: &str, x: &str) -> Option<Vec<usize>> {
     let p = view.producer(cube)?;
     let n = view.node(p);
-    match n.op_type.as_str() {
-        "Pow" if n.input[0] == x && view.is_scalar(&n.input[1], 3.0, 0.0) => Some(vec![p]),
-        "Mul" => {
+    match (n.op_type.as_str(), n.input.as_slice()) {
+        ("Pow", [a, b, ..]) if a == x && view.is_scalar(b, 3.0, 0.0) => Some(vec![p]),
+        ("Mul", _) => {
             let sq = view.other_input(p, x)?;
             Some(vec![square_of(view, sq, x)?, p])
         }
@@ -600,7 +634,7 @@ fn cube_nodes(view: &GraphView, cube: &str, x: &str) -> Option<Vec<usize>> {
 fn half_x_tail(view: &GraphView, u: &str, x: &str, nodes: &mut Vec<usize>) -> Option<String> {
     let m1 = view.sole_consumer_op(u, "Mul")?;
     let other = view.other_input(m1, u)?;
-    let m1_out = &view.node(m1).output[0];
+    let m1_out = view.node(m1).output.first()?;
     if other == x || view.is_scalar(other, 0.5, 0.0) {
         let m2 = view.sole_consumer_op(m1_out, "Mul")?;
         let last = view.other_input(m2, m1_out)?;
@@ -610,8 +644,9 @@ fn half_x_tail(view: &GraphView, u: &str, x: &str, nodes: &mut Vec<usize>) -> Op
             last == x
         };
         ok.then_some(())?;
+        let out = view.node(m2).output.first()?.clone();
         nodes.extend([m1, m2]);
-        return Some(view.node(m2).output[0].clone());
+        return Some(out);
     }
     let (m0, base) = mul_with_constant(view, other, 0.5, 0.0)?;
     (base == x && view.consumers(other).len() == 1).then_some(())?;
@@ -634,9 +669,12 @@ fn affine_tail(view: &GraphView, normed: &str, nodes: &mut Vec<usize>) -> (Strin
         if view.initializer(p).is_none() {
             break;
         }
+        let Some(out) = view.node(node).output.first() else {
+            break;
+        };
         params.push(p.to_string());
         nodes.push(node);
-        cur = view.node(node).output[0].clone();
+        cur = out.clone();
     }
     (cur, params)
 }
@@ -662,7 +700,7 @@ mod tests {
         let mut g = b.build().graph.unwrap();
         normalize(&mut g);
         let view = GraphView::new(&g);
-        let m = find_sites(&view, 2f64.powi(24));
+        let m = find_sites(&view, 2f64.powi(24)).unwrap();
         // Return owned data: the view borrows `g`.
         Matches {
             sites: m.sites,

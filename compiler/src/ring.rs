@@ -4,11 +4,13 @@
 //! (MatMul then Add of a rank-1 initializer, or Gemm's C) is fused into it, so it is added
 //! at scale 2f before the truncation, as SIGMA does; its Add node and SUF node disappear.
 
+use crate::arity;
 use crate::builder::{attr_int, attr_string};
 use crate::graph::{Edits, GraphView};
 use crate::pass::{suf_attributes, CompileOptions};
 use crate::patterns::{OpKind, Site};
 use crate::{SUF_DOMAIN, SUF_RING_MATMUL};
+use anyhow::Result;
 use std::collections::HashSet;
 use tract_onnx::pb::{GraphProto, NodeProto};
 
@@ -65,8 +67,9 @@ impl RingPlan {
     }
 }
 
-/// Decides, for every MatMul site, how it becomes a ring product.
-pub fn plan(view: &GraphView, sites: &[Site], opts: &CompileOptions) -> RingPlan {
+/// Decides, for every MatMul site, how it becomes a ring product. A product node short of
+/// its operands or output is an error naming it.
+pub fn plan(view: &GraphView, sites: &[Site], opts: &CompileOptions) -> Result<RingPlan> {
     let mut plan = RingPlan::default();
     let add_sites: HashSet<usize> = sites
         .iter()
@@ -77,16 +80,25 @@ pub fn plan(view: &GraphView, sites: &[Site], opts: &CompileOptions) -> RingPlan
         let i = site.nodes[0];
         let n = view.node(i);
         let f = opts.fixed.frac_bits();
+        let (a, b, out) = (
+            arity::input(n, 0)?,
+            arity::input(n, 1)?,
+            arity::output(n, 0)?,
+        );
         let product = match n.op_type.as_str() {
             "MatMul" => {
-                let (bias, fused_add, output) = match fusable_bias(view, i, &add_sites) {
-                    Some((add, bias)) => (Some(bias), Some(add), view.node(add).output[0].clone()),
-                    None => (None, None, n.output[0].clone()),
+                let (bias, fused_add, output) = match fusable_bias(view, out, &add_sites) {
+                    Some((add, bias)) => (
+                        Some(bias),
+                        Some(add),
+                        arity::output(view.node(add), 0)?.to_string(),
+                    ),
+                    None => (None, None, out.to_string()),
                 };
                 RingProduct {
                     node: i,
-                    a: n.input[0].clone(),
-                    b: n.input[1].clone(),
+                    a: a.to_string(),
+                    b: b.to_string(),
                     bias,
                     trans_b: false,
                     fused_add,
@@ -96,7 +108,7 @@ pub fn plan(view: &GraphView, sites: &[Site], opts: &CompileOptions) -> RingPlan
                     post_multiplier: None,
                 }
             }
-            "Gemm" => match gemm_product(view, i, f) {
+            "Gemm" => match gemm_product(view, i, [a, b, out], f) {
                 Ok(p) => p,
                 Err(why) => {
                     plan.kept_float.push((n.name.clone(), why));
@@ -111,17 +123,16 @@ pub fn plan(view: &GraphView, sites: &[Site], opts: &CompileOptions) -> RingPlan
         };
         plan.products.push(product);
     }
-    plan
+    Ok(plan)
 }
 
-/// MatMul -> Add(bias): the MatMul's only consumer is a data Add whose other operand is a
-/// rank-1 float initializer.
+/// MatMul -> Add(bias): the MatMul's output `out` has one consumer, a data Add whose other
+/// operand is a rank-1 float initializer.
 fn fusable_bias(
     view: &GraphView,
-    matmul: usize,
+    out: &str,
     add_sites: &HashSet<usize>,
 ) -> Option<(usize, String)> {
-    let out = &view.node(matmul).output[0];
     if view.is_output(out) {
         return None;
     }
@@ -135,7 +146,13 @@ fn fusable_bias(
         .then(|| (add, bias.to_string()))
 }
 
-fn gemm_product(view: &GraphView, i: usize, f: u32) -> Result<RingProduct, String> {
+/// Gemm node `i` with operands A, B and output Y as a ring product, or why it stays float.
+fn gemm_product(
+    view: &GraphView,
+    i: usize,
+    [a, b, output]: [&str; 3],
+    f: u32,
+) -> std::result::Result<RingProduct, String> {
     let n = view.node(i);
     let float = |name: &str, default: f32| {
         n.attribute
@@ -168,12 +185,12 @@ fn gemm_product(view: &GraphView, i: usize, f: u32) -> Result<RingProduct, Strin
     }
     Ok(RingProduct {
         node: i,
-        a: n.input[0].clone(),
-        b: n.input[1].clone(),
+        a: a.to_string(),
+        b: b.to_string(),
         bias,
         trans_b: int("transB") != 0,
         fused_add: None,
-        output: n.output[0].clone(),
+        output: output.to_string(),
         shift: f,
         folded_scale: None,
         post_multiplier: None,

@@ -8,6 +8,7 @@
 //! replaced and is an error, not a silent fallback to float.
 
 use crate::approx;
+use crate::arity;
 use crate::builder::{attr_float, attr_string};
 use crate::graph::{Edits, GraphView};
 use crate::options::{CompileOptions, Emulation};
@@ -29,7 +30,8 @@ pub struct SigmaPlan {
 
 /// Folds a constant scalar scale after a ring product into its shift (power of two, as
 /// SIGMA does for d = 64) or into a post-multiplier `T(2^f * c)` followed by a floor.
-pub fn fold_scales(view: &GraphView, sites: &[Site], ring: &mut RingPlan, f: u32) -> usize {
+/// A scaling node without an output is an error naming it.
+pub fn fold_scales(view: &GraphView, sites: &[Site], ring: &mut RingPlan, f: u32) -> Result<usize> {
     let in_sites: HashSet<usize> = sites
         .iter()
         .filter(|s| s.kind != OpKind::MatMul)
@@ -55,12 +57,13 @@ pub fn fold_scales(view: &GraphView, sites: &[Site], ring: &mut RingPlan, f: u32
         };
         let factor = match n.op_type.as_str() {
             "Mul" => c,
-            "Div" if n.input[0] == p.output && c != 0.0 => 1.0 / c,
+            "Div" if n.input.first() == Some(&p.output) && c != 0.0 => 1.0 / c,
             _ => continue,
         };
         if !(factor > 0.0 && factor < 1.0) {
             continue;
         }
+        let scaled = arity::output(n, 0)?.to_string();
         let k = -factor.log2();
         if k.fract() == 0.0 && k <= 16.0 {
             p.shift = f + k as u32;
@@ -68,10 +71,10 @@ pub fn fold_scales(view: &GraphView, sites: &[Site], ring: &mut RingPlan, f: u32
             p.post_multiplier = Some((factor * f64::from(1u32 << f)).trunc() as i64);
         }
         p.folded_scale = Some(consumer);
-        p.output = n.output[0].clone();
+        p.output = scaled;
         folded += 1;
     }
-    folded
+    Ok(folded)
 }
 
 /// Plans the replacement of every Softmax, LayerNorm, RMSNorm, GELU and SiLU site.
@@ -261,7 +264,7 @@ fn norm_params(view: &GraphView, site: &Site) -> Result<(String, Option<String>)
             );
         }
         return Ok((
-            n.input[1].clone(),
+            arity::input(n, 1)?.to_string(),
             n.input.get(2).filter(|b| !b.is_empty()).cloned(),
         ));
     }

@@ -9,6 +9,7 @@
 //! - anything else is a float island, entered through `SufRingDecode` (exact or an error)
 //!   and listed in the summary; graph outputs are decoded the same way.
 
+use crate::arity;
 use crate::builder::{attr_int, attr_string};
 use crate::graph::GraphView;
 use crate::options::CompileOptions;
@@ -235,6 +236,8 @@ impl Pass<'_> {
             self.new_nodes.push(n);
             return Ok(());
         }
+        // A raw proto need not have gone through the loader's arity checks.
+        arity::require_inputs(&n)?;
         let op = n.op_type.as_str();
         match op {
             "Cast" if casts_to_float(&n) => {
@@ -274,10 +277,10 @@ impl Pass<'_> {
                     ring: x,
                     bias: None,
                 };
-                self.add_mask(&n, m, bias);
+                self.add_mask(&n, m, bias)?;
             }
             "Add" | "Sub" => {
-                let mut node = self.ring_op(&n, SUF_RING_ADD, "add");
+                let mut node = self.ring_op(&n, SUF_RING_ADD, "add")?;
                 if op == "Sub" {
                     node.attribute.push(attr_int("sub", 1));
                 }
@@ -286,13 +289,13 @@ impl Pass<'_> {
                 self.new_nodes.push(node);
             }
             "Mul" => {
-                let node = self.ring_op(&n, SUF_RING_MUL, "mul");
+                let node = self.ring_op(&n, SUF_RING_MUL, "mul")?;
                 self.count("Mul -> SufRingMul");
                 self.mark_ring(&node);
                 self.new_nodes.push(node);
             }
             "Div" if ring_inputs == [0] => {
-                let mut node = self.ring_op(&n, SUF_RING_MUL, "mul");
+                let mut node = self.ring_op(&n, SUF_RING_MUL, "mul")?;
                 node.attribute.push(attr_int("reciprocal_b", 1));
                 self.count("Div -> SufRingMul (by the reciprocal)");
                 self.mark_ring(&node);
@@ -304,8 +307,8 @@ impl Pass<'_> {
                     self.opts,
                     SUF_RING_ADD,
                     format!("{}/suf_ring", n.name),
-                    vec![zero, n.input[0].clone()],
-                    n.output[0].clone(),
+                    vec![zero, arity::input(&n, 0)?.to_string()],
+                    arity::output(&n, 0)?.to_string(),
                     "add",
                 );
                 node.attribute.push(attr_int("sub", 1));
@@ -347,11 +350,17 @@ impl Pass<'_> {
         let op = n.op_type.as_str();
         match op {
             "Add" if self.mask_adds.contains(&n.name) && masked_inputs.len() == 1 => {
-                let k = masked_inputs[0];
-                let m = self.masked[&n.input[k]].clone();
-                let bias = n.input[1 - k].clone();
-                self.add_mask(&n, m, bias);
-                Ok(())
+                let (scores, bias) = match (masked_inputs[0], n.input.as_slice()) {
+                    (0, [a, b]) => (a, b.clone()),
+                    (1, [a, b]) => (b, a.clone()),
+                    _ => bail!(
+                        "attention-mask {} has {} inputs; Add needs 2",
+                        arity::describe(&n),
+                        n.input.len()
+                    ),
+                };
+                let m = self.masked[scores].clone();
+                self.add_mask(&n, m, bias)
             }
             "Where" => self.where_op(n),
             _ => bail!(
@@ -377,7 +386,8 @@ impl Pass<'_> {
     }
 
     /// out = scores + bias: the bias joins the float mask bias.
-    fn add_mask(&mut self, n: &NodeProto, m: Masked, bias: String) {
+    fn add_mask(&mut self, n: &NodeProto, m: Masked, bias: String) -> Result<()> {
+        let out = arity::output(n, 0)?.to_string();
         let combined = match m.bias {
             None => bias,
             Some(prev) => {
@@ -393,12 +403,13 @@ impl Pass<'_> {
             }
         };
         self.masked.insert(
-            n.output[0].clone(),
+            out,
             Masked {
                 ring: m.ring,
                 bias: Some(combined),
             },
         );
+        Ok(())
     }
 
     /// Where(cond, a, b) with a ring branch: a fill beyond the ring (a mask) makes masked
@@ -407,6 +418,7 @@ impl Pass<'_> {
         if n.input.len() != 3 {
             bail!("Where {} has {} inputs, expected 3", n.name, n.input.len());
         }
+        let where_out = arity::output(&n, 0)?.to_string();
         if self.ring.contains(&n.input[0]) {
             bail!("Where {}: a ring value is used as the condition", n.name);
         }
@@ -464,7 +476,7 @@ impl Pass<'_> {
             ..Default::default()
         });
         self.masked.insert(
-            n.output[0].clone(),
+            where_out,
             Masked {
                 ring: live.ring,
                 bias: Some(out),
@@ -475,15 +487,15 @@ impl Pass<'_> {
     }
 
     /// The same operands, as a SUF ring op.
-    fn ring_op(&self, n: &NodeProto, op_type: &str, site: &str) -> NodeProto {
-        suf_node(
+    fn ring_op(&self, n: &NodeProto, op_type: &str, site: &str) -> Result<NodeProto> {
+        Ok(suf_node(
             self.opts,
             op_type,
             format!("{}/suf_ring", n.name),
             n.input.clone(),
-            n.output[0].clone(),
+            arity::output(n, 0)?.to_string(),
             site,
-        )
+        ))
     }
 
     /// A float tensor that joins ring values is encoded first.

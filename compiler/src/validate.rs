@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use tract_onnx::pb::{GraphProto, TensorProto};
 
 /// Required (non-empty) leading inputs of the ops the matcher and the pass look into.
-fn required_inputs(op: &str) -> usize {
+pub(crate) fn required_inputs(op: &str) -> usize {
     match op {
         "Where" => 3,
         "MatMul"
