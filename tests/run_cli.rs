@@ -326,6 +326,8 @@ fn numbers(report: &Value) -> Value {
     for row in rows.as_array_mut().unwrap() {
         let o = row.as_object_mut().unwrap();
         o.remove("wall_s");
+        o.remove("phases");
+        o.remove("peak_rss_mib");
         o["float"].as_object_mut().unwrap().remove("runtime_s");
         o["counts"]
             .as_object_mut()
