@@ -326,6 +326,8 @@ fn numbers(report: &Value) -> Value {
     for row in rows.as_array_mut().unwrap() {
         let o = row.as_object_mut().unwrap();
         o.remove("wall_s");
+        o.remove("phases");
+        o.remove("peak_rss_mib");
         o["float"].as_object_mut().unwrap().remove("runtime_s");
         o["counts"]
             .as_object_mut()
@@ -407,6 +409,32 @@ fn merged_shards_equal_a_single_run() {
     );
     assert_eq!(numbers(&a), numbers(&b));
     assert_eq!(b["rows"][0]["examples"], 23);
+    // Times add over shards; the peak RSS is the largest shard's.
+    for (i, row) in b["rows"].as_array().unwrap().iter().enumerate() {
+        let parts: Vec<Value> = shards
+            .iter()
+            .map(|p| read_json(p)["rows"][i].clone())
+            .collect();
+        let sum = |f: &dyn Fn(&Value) -> f64| parts.iter().map(f).sum::<f64>();
+        let total = sum(&|r| r["phases"]["total_s"].as_f64().unwrap());
+        assert!((row["phases"]["total_s"].as_f64().unwrap() - total).abs() < 1e-9);
+        let optimise = sum(&|r| {
+            r["phases"]["graphs"]["ring"]["optimise_s"]
+                .as_f64()
+                .unwrap()
+        });
+        assert!(
+            (row["phases"]["graphs"]["ring"]["optimise_s"]
+                .as_f64()
+                .unwrap()
+                - optimise)
+                .abs()
+                < 1e-9
+        );
+        let peaks: Vec<Option<f64>> = parts.iter().map(|r| r["peak_rss_mib"].as_f64()).collect();
+        let expected = peaks.iter().try_fold(0f64, |m, p| p.map(|p| m.max(p)));
+        assert_eq!(row["peak_rss_mib"].as_f64(), expected, "{peaks:?}");
+    }
     for level in ["output", "ring", "sigma"] {
         assert!(
             b["rows"][0]["suf"][level]["acc"].is_number(),
@@ -542,6 +570,52 @@ fn tokenizer_outside_the_model_vocabulary_is_one_line() {
             "tokenizer does not belong",
         ],
     );
+}
+
+/// A decoder whose `logits` is not a projection's output cannot have its logits computed
+/// only where read: one error line naming the node, never a silent fallback; with
+/// `--full-logits` the same row runs.
+#[test]
+fn logits_not_made_by_a_projection_are_an_error_unless_full_logits() {
+    let setup = Setup::new();
+    let mut lm = synthetic::causal_lm(50257, 4, 9);
+    let graph = lm.graph.as_mut().unwrap();
+    let head = graph.node.last_mut().unwrap();
+    head.output[0] = "pre_logits".into();
+    let mut tanh = head.clone();
+    tanh.op_type = "Tanh".into();
+    tanh.name = "final_tanh".into();
+    tanh.input = vec!["pre_logits".into()];
+    tanh.output = vec!["logits".into()];
+    graph.node.push(tanh);
+    std::fs::write(setup.path("tanh.onnx"), synthetic::to_bytes(&lm)).unwrap();
+    let mut row = setup.row("lm", "lambada_openai");
+    row["model"] = setup.path("tanh.onnx").display().to_string().into();
+    let cfg = setup.write_config("c.json", vec![row]);
+    let out = suf_run(&[
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&setup.path("o.json")),
+        FLOAT_ONLY[0],
+        FLOAT_ONLY[1],
+    ]);
+    assert_one_line_error(&out, &["row \"lm\"", "Tanh `final_tanh`", "--full-logits"]);
+    let out = suf_run(&[
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&setup.path("o.json")),
+        "--full-logits",
+        SUF_LEVELS[0],
+        SUF_LEVELS[1],
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read_json(&setup.path("o.json"))["rows"][0]["examples"], 23);
 }
 
 #[test]

@@ -187,3 +187,102 @@ fn every_level_and_the_bitwidth_search_on_the_bert_fixture() {
     let md = std::fs::read_to_string(&md).unwrap();
     assert!(md.contains("| Row | Examples | Float Acc | output Acc | ring Acc | sigma Acc | min n output | min n ring | min n sigma | Bitwidth (SIGMA) |"), "{md}");
 }
+
+/// Where a row's time and memory went (issue 13): per-phase seconds and the row's own peak
+/// RSS in the report and in the row's log line, on a real decoder and encoder run.
+#[test]
+fn rows_report_phase_times_and_peak_rss() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("phases.json");
+    let out = suf_run(&[
+        "--config",
+        "configs/fixtures.json",
+        "--max-examples",
+        "12",
+        "--emulation",
+        "output,ring",
+        "--out-json",
+        json.to_str().unwrap(),
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{log}");
+    let r = read_json(&json);
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let mut row_peaks = vec![];
+    for row in rows {
+        let id = row["id"].as_str().unwrap();
+        let p = &row["phases"];
+        let secs = |k: &str| {
+            p[k].as_f64()
+                .unwrap_or_else(|| panic!("{id}: phases.{k} missing: {p}"))
+        };
+        for k in [
+            "prepare_s",
+            "load_s",
+            "compile_s",
+            "optimise_s",
+            "evaluate_s",
+        ] {
+            assert!(secs(k) > 0.0, "{id}: {k} = {}", secs(k));
+        }
+        let total = secs("total_s");
+        assert_eq!(total, row["wall_s"].as_f64().unwrap());
+        assert!(secs("evaluate_s") < total, "{id}: {p}");
+        let parts: f64 = [
+            "prepare_s",
+            "load_s",
+            "compile_s",
+            "optimise_s",
+            "evaluate_s",
+        ]
+        .iter()
+        .map(|k| secs(k))
+        .sum();
+        assert!(
+            parts <= total * 1.001 + 1e-3,
+            "{id}: phases {parts} > total {total}"
+        );
+        // Per graph: the float graph has no SUF pass, each level has one.
+        let graphs = p["graphs"].as_object().unwrap();
+        assert_eq!(
+            graphs.keys().collect::<Vec<_>>(),
+            ["float", "output", "ring"],
+            "{id}"
+        );
+        assert!(graphs["float"].get("compile_s").is_none(), "{id}");
+        for level in ["output", "ring"] {
+            assert!(graphs[level]["compile_s"].as_f64().unwrap() > 0.0, "{id}");
+            assert!(graphs[level]["optimise_s"].as_f64().unwrap() > 0.0, "{id}");
+        }
+        let sum: f64 = graphs
+            .values()
+            .map(|g| g["optimise_s"].as_f64().unwrap())
+            .sum();
+        assert!((sum - secs("optimise_s")).abs() < 1e-9, "{id}: {p}");
+        // Linux lets a process reset its own peak; where it cannot, null and a note.
+        match row["peak_rss_mib"].as_f64() {
+            Some(m) => {
+                assert!(m > 1.0, "{id}: {m} MiB");
+                row_peaks.push(m);
+            }
+            None => assert!(
+                row["run_notes"]
+                    .to_string()
+                    .contains("peak RSS of the row not measured"),
+                "{id}: {row}"
+            ),
+        }
+        let line = log
+            .lines()
+            .find(|l| l.starts_with(&format!("row {id}: 12 of")))
+            .unwrap_or_else(|| panic!("no row line for {id}: {log}"));
+        for word in ["load", "compile", "optimise", "evaluate", "peak RSS"] {
+            assert!(line.contains(word), "{line}");
+        }
+    }
+    let process = r["meta"]["peak_rss_mib"].as_f64().unwrap();
+    for m in row_peaks {
+        assert!(m <= process, "a row's peak {m} above the run's {process}");
+    }
+}

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod dump;
 pub mod fuse;
 pub mod graph;
+pub mod logit_positions;
 pub mod lower;
 pub mod normalize;
 pub mod onnx_io;

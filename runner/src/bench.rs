@@ -109,6 +109,7 @@ fn inputs(batch: usize, seq_len: usize, vocab: i64) -> TokenBatch {
         input_ids: (0..n as i64).map(|i| (7919 * i + 13) % vocab).collect(),
         attention_mask: vec![1; n],
         token_type_ids: vec![0; n],
+        prompt_lens: vec![seq_len; batch],
     }
 }
 

@@ -1,7 +1,8 @@
 //! `--cache-dir`: compiled SUF graphs kept across runs. An entry is named by the SHA-256 of
 //! everything the rewrite depends on (the binary, every file of the source model, the SUF
-//! descriptions swapped in by `SUF_APPROX_DIR`, n, f and the level), so a graph compiled by
-//! other code or from other weights is never found, only recompiled.
+//! descriptions swapped in by `SUF_APPROX_DIR`, the logit-positions rewrite applied before
+//! the SUF pass, n, f and the level), so a graph compiled by other code, from other weights
+//! or from another rewrite of the source is never found, only recompiled.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,16 +17,23 @@ pub struct GraphCache {
     /// Source model files and the SUF descriptions in use: fixed for a row.
     model_files: BTreeMap<String, String>,
     approx: BTreeMap<String, String>,
+    /// W of `suf_compiler::logit_positions` when the source was rewritten (None: full logits).
+    logit_width: Option<usize>,
 }
 
 impl GraphCache {
-    pub fn new(dir: &Path, model_files: BTreeMap<String, String>) -> Result<Self> {
+    pub fn new(
+        dir: &Path,
+        model_files: BTreeMap<String, String>,
+        logit_width: Option<usize>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create --cache-dir {}", dir.display()))?;
         Ok(GraphCache {
             dir: dir.to_path_buf(),
             model_files,
             approx: provenance::approx_override()?,
+            logit_width,
         })
     }
 
@@ -35,6 +43,7 @@ impl GraphCache {
             "binary_sha256": provenance::binary_sha256(),
             "model_files": self.model_files,
             "approx_override": self.approx,
+            "logit_width": self.logit_width,
             "n_bits": n_bits,
             "frac_bits": frac_bits,
             "level": level,
@@ -75,7 +84,7 @@ mod tests {
 
     fn cache(dir: &Path, weights: &str) -> GraphCache {
         let files = [("m.onnx".to_string(), weights.to_string())].into();
-        GraphCache::new(dir, files).unwrap()
+        GraphCache::new(dir, files, None).unwrap()
     }
 
     #[test]
@@ -88,6 +97,13 @@ mod tests {
         assert_ne!(base, a.key(37, 11, "output"));
         assert_ne!(base, a.key(37, 12, "ring"));
         assert_ne!(base, cache(d.path(), "bbbb").key(37, 12, "output"));
+        let files: BTreeMap<_, _> = [("m.onnx".to_string(), "aaaa".to_string())].into();
+        let window = |w| GraphCache::new(d.path(), files.clone(), w).unwrap();
+        assert_ne!(base, window(Some(1)).key(37, 12, "output"));
+        assert_ne!(
+            window(Some(1)).key(37, 12, "output"),
+            window(Some(2)).key(37, 12, "output")
+        );
     }
 
     #[test]

@@ -126,6 +126,10 @@ struct RunArgs {
     /// Tolerance of --find-min-bits, in percentage points of accuracy
     #[arg(long, default_value_t = crate::min_bits::DEFAULT_TOLERANCE_PP, requires = "find_min_bits")]
     min_bits_tolerance: f64,
+    /// Decoder rows: compute the vocabulary logits at every position, as exported (default:
+    /// only at the positions LAMBADA reads, the same numbers for a fraction of the lm_head)
+    #[arg(long)]
+    full_logits: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -336,6 +340,7 @@ fn evaluate(a: RunArgs) -> Result<()> {
         predictions_out: a.predictions_out,
         shard: a.shard,
         find_min_bits: a.find_min_bits.then_some(a.min_bits_tolerance),
+        full_logits: a.full_logits,
     };
     match single {
         Some(s) => {

@@ -94,6 +94,10 @@ pub struct Global {
     /// Evaluate only the first N examples of every row (quick configs); `--max-examples` overrides.
     #[serde(default)]
     pub max_examples: Option<usize>,
+    /// Decoder rows compute the logits at every position, as exported (`--full-logits`);
+    /// default false: only where the protocol reads them.
+    #[serde(default)]
+    pub full_logits: bool,
 }
 
 /// SIGMA's reported numbers for the row (accuracies as fractions in [0, 1]).

@@ -2,12 +2,15 @@
 //! symbolic dims fail to type for decoders), fed by input name.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use suf_compiler::panic_guard;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
+
+use crate::logit_slots;
 
 /// A model input the runner knows how to fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +19,9 @@ pub enum InputRole {
     AttentionMask,
     TokenTypeIds,
     PositionIds,
+    /// `suf_compiler::logit_positions::INPUT`: where a decoder computes its logits
+    /// (`batch * W` flat row indices `b * seq_len + position`), added by that rewrite.
+    LogitPositions,
 }
 
 impl InputRole {
@@ -25,6 +31,7 @@ impl InputRole {
             "attention_mask" => Some(InputRole::AttentionMask),
             "token_type_ids" => Some(InputRole::TokenTypeIds),
             "position_ids" => Some(InputRole::PositionIds),
+            suf_compiler::logit_positions::INPUT => Some(InputRole::LogitPositions),
             _ => None,
         }
     }
@@ -37,6 +44,18 @@ pub struct TokenBatch {
     pub input_ids: Vec<i64>,
     pub attention_mask: Vec<i64>,
     pub token_type_ids: Vec<i64>,
+    /// Decoder batches: each row's prompt length (its real tokens, before the right
+    /// padding), which places the row's logit slots (`logit_slots`). Empty otherwise.
+    pub prompt_lens: Vec<usize>,
+}
+
+/// Seconds spent building one plan, by phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuildTimes {
+    /// tract reading the ModelProto into its own graph (the ONNX parse).
+    pub parse: Duration,
+    /// Typing with the fixed input facts, optimisation, and the runnable plan.
+    pub optimise: Duration,
 }
 
 pub struct Engine {
@@ -50,6 +69,10 @@ pub struct Engine {
     pub probes: Vec<String>,
     /// Choices made about the graph that a report must show (e.g. which output was scored).
     pub notes: Vec<String>,
+    /// Decoders rewritten by `suf_compiler::logit_positions`: the W logit slots per example
+    /// (`output_shape` is then [batch, W, vocab]); None when logits cover every position.
+    pub logit_width: Option<usize>,
+    pub times: BuildTimes,
 }
 
 /// The output to score: the one named `logits`; a model's only output otherwise (with a
@@ -117,9 +140,13 @@ impl Engine {
         probes: &[String],
     ) -> Result<Self> {
         let dir = model_dir.and_then(|d| d.to_str());
+        let logit_width = suf_compiler::logit_positions::width_of(proto)?;
+        let t0 = Instant::now();
         let parsed = framework
             .parse(proto, dir)
             .map_err(|e| anyhow!("tract cannot parse the graph: {e:#}"))?;
+        let parse_time = t0.elapsed();
+        let t0 = Instant::now();
         let mut model = parsed.model;
         let mut inputs = Vec::new();
         let input_outlets = model.input_outlets()?.to_vec();
@@ -128,6 +155,18 @@ impl Engine {
             let role = InputRole::from_name(&name).ok_or_else(|| {
                 anyhow!("model input \"{name}\" is not one the runner can fill (input_ids, attention_mask, token_type_ids, position_ids)")
             })?;
+            if role == InputRole::LogitPositions {
+                // Only the rewrite adds this input, and it records W beside it.
+                let w = logit_width.ok_or_else(|| {
+                    anyhow!(
+                        "model input \"{name}\" without the {} metadata that says how many positions per example it holds",
+                        suf_compiler::logit_positions::WIDTH_KEY
+                    )
+                })?;
+                model.set_input_fact(ix, InferenceFact::dt_shape(DatumType::I64, [batch * w]))?;
+                inputs.push((role, DatumType::I64));
+                continue;
+            }
             // An input without an element type is a broken export, not an int64 one.
             let dt = model
                 .input_fact(ix)?
@@ -142,6 +181,13 @@ impl Engine {
         }
         if !inputs.iter().any(|(r, _)| *r == InputRole::InputIds) {
             bail!("model has no \"input_ids\" input");
+        }
+        if logit_width.is_some() && !inputs.iter().any(|(r, _)| *r == InputRole::LogitPositions) {
+            bail!(
+                "model metadata sets {} but the graph has no \"{}\" input",
+                suf_compiler::logit_positions::WIDTH_KEY,
+                suf_compiler::logit_positions::INPUT
+            );
         }
         let outputs = model.output_outlets()?.to_vec();
         let names: Vec<String> = outputs
@@ -189,6 +235,12 @@ impl Engine {
                 fact.datum_type
             );
         }
+        if let Some(w) = logit_width {
+            ensure!(
+                output_shape.len() == 3 && output_shape[..2] == [batch, w],
+                "logits at {w} positions per example have shape {output_shape:?}, expected [{batch}, {w}, vocab]"
+            );
+        }
         let plan = optimized.into_runnable()?;
         Ok(Engine {
             plan,
@@ -198,6 +250,11 @@ impl Engine {
             output_shape,
             probes: probes.to_vec(),
             notes,
+            logit_width,
+            times: BuildTimes {
+                parse: parse_time,
+                optimise: t0.elapsed(),
+            },
         })
     }
 
@@ -206,6 +263,18 @@ impl Engine {
         let shape = [self.batch, self.seq_len];
         let mut values: TVec<TValue> = tvec![];
         for (role, dt) in &self.inputs {
+            if *role == InputRole::LogitPositions {
+                let w = self.logit_width.expect("checked when the plan was built");
+                ensure!(
+                    tb.prompt_lens.len() == self.batch,
+                    "the graph computes logits at selected positions, but the batch gives {} prompt lengths for {} rows (not a decoder batch?)",
+                    tb.prompt_lens.len(),
+                    self.batch
+                );
+                let flat = logit_slots::flat_positions(&tb.prompt_lens, self.seq_len, w)?;
+                values.push(Tensor::from_shape(&[flat.len()], &flat)?.into_tvalue());
+                continue;
+            }
             let data: Vec<i64> = match role {
                 InputRole::InputIds => tb.input_ids.clone(),
                 InputRole::AttentionMask => tb.attention_mask.clone(),
@@ -213,6 +282,7 @@ impl Engine {
                 InputRole::PositionIds => (0..self.batch)
                     .flat_map(|_| 0..self.seq_len as i64)
                     .collect(),
+                InputRole::LogitPositions => unreachable!("filled above"),
             };
             let tensor = match dt {
                 DatumType::I32 => {
@@ -359,6 +429,14 @@ impl<'a> LogitsView<'a> {
         match self {
             LogitsView::F32(v) => LogitsView::F32(&v[range]),
             LogitsView::F64(v) => LogitsView::F64(&v[range]),
+        }
+    }
+
+    /// Elements `range`, or None when it is outside.
+    pub fn try_slice(&self, range: std::ops::Range<usize>) -> Option<LogitsView<'a>> {
+        match self {
+            LogitsView::F32(v) => v.get(range).map(LogitsView::F32),
+            LogitsView::F64(v) => v.get(range).map(LogitsView::F64),
         }
     }
 

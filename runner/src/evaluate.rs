@@ -50,6 +50,7 @@ pub struct Prediction {
 }
 
 /// What one graph predicts for one example.
+#[derive(Debug)]
 struct Outcome {
     pred: i64,
     correct: bool,
@@ -126,8 +127,7 @@ pub fn evaluate_one(
                 let mut counts = Counts::default();
                 let mut agree = 0;
                 for (row, i) in (start..end).enumerate() {
-                    let (label, out, _) =
-                        score(inputs, i, row, logits.view(), &engine.output_shape)?;
+                    let (label, out, _) = score(inputs, i, row, logits.view(), engine)?;
                     record(&mut counts, inputs, label, &out);
                     agree += u64::from(out.pred == float_preds[i]);
                 }
@@ -192,8 +192,7 @@ fn run_batch(
     let mut predictions = Vec::with_capacity(end - start);
     for (row, i) in (start..end).enumerate() {
         let (label, float_out, float_slice) =
-            score(inputs, i, row, float_logits.view(), &float.output_shape)
-                .context("float graph")?;
+            score(inputs, i, row, float_logits.view(), float).context("float graph")?;
         record(&mut tally.float.counts, inputs, label, &float_out);
         let mut prediction = Prediction {
             index: indices[i],
@@ -203,7 +202,7 @@ fn run_batch(
             suf: BTreeMap::new(),
         };
         for ((name, engine), (logits, _)) in suf.iter().zip(&suf_logits) {
-            let (_, out, slice) = score(inputs, i, row, logits.view(), &engine.output_shape)
+            let (_, out, slice) = score(inputs, i, row, logits.view(), engine)
                 .with_context(|| format!("SUF graph ({name})"))?;
             let s = tally.suf.get_mut(name).expect("inserted above");
             record(&mut s.graph.counts, inputs, label, &out);
@@ -224,14 +223,33 @@ fn record(counts: &mut Counts, inputs: &Inputs, label: i64, out: &Outcome) {
     }
 }
 
-/// Scores example `i` (row `row` of its batch): its label, the outcome, and the logits compared
-/// between graphs (class logits, or the vocabulary logits at the prompt's last position).
+/// Scores example `i` (row `row` of its batch) on `engine`'s logits: its label, the
+/// outcome, and the logits compared between graphs (class logits, or the vocabulary
+/// logits at the prompt's last position).
 fn score<'a>(
     inputs: &Inputs,
     i: usize,
     row: usize,
     logits: LogitsView<'a>,
+    engine: &Engine,
+) -> Result<(i64, Outcome, LogitsView<'a>)> {
+    score_with(
+        inputs,
+        i,
+        row,
+        logits,
+        &engine.output_shape,
+        engine.logit_width,
+    )
+}
+
+fn score_with<'a>(
+    inputs: &Inputs,
+    i: usize,
+    row: usize,
+    logits: LogitsView<'a>,
     shape: &[usize],
+    logit_width: Option<usize>,
 ) -> Result<(i64, Outcome, LogitsView<'a>)> {
     match inputs {
         Inputs::Classify(v) => {
@@ -253,24 +271,19 @@ fn score<'a>(
             ))
         }
         Inputs::Lm(v) => {
-            let [_, seq, vocab] = shape else {
-                anyhow::bail!("LM logits have shape {shape:?}; expected [batch, seq, vocab]");
-            };
             let ex = &v[i];
-            let at = |pos: usize| {
-                finite(
-                    logits.slice((row * seq + pos) * vocab..(row * seq + pos + 1) * vocab),
-                    i,
-                )
-            };
-            let last = ex.prompt.len() - 1;
-            let last_logits = at(last)?;
-            let pred = argmax_of(last_logits) as i64;
-            let k = ex.word.len();
-            let mut word_ok = true;
-            for j in 0..k {
-                word_ok &= argmax_of(at(ex.prompt.len() - k + j)?) as i64 == ex.word[j];
+            let read = lm_read_logits(ex, row, logits, shape, logit_width)
+                .with_context(|| format!("example {i}"))?;
+            for x in &read {
+                finite(*x, i)?;
             }
+            // The last read position is the prompt's last: the prediction.
+            let last_logits = *read.last().context("no logits read")?;
+            let pred = argmax_of(last_logits) as i64;
+            let word_ok = read
+                .iter()
+                .zip(&ex.word)
+                .all(|(x, &t)| argmax_of(*x) as i64 == t);
             Ok((
                 ex.label,
                 Outcome {
@@ -289,6 +302,50 @@ fn argmax_of(v: LogitsView) -> usize {
         LogitsView::F32(s) => argmax(s),
         LogitsView::F64(s) => argmax(s),
     }
+}
+
+/// The vocabulary logits LAMBADA reads for one example (row `row` of its batch): one slice
+/// per position `prompt_len - k .. prompt_len` (k = the final word's tokens), in order, so
+/// the last is the prediction. `logit_width` None: the logits are [batch, seq, vocab] and
+/// position p is row p; Some(W): they are [batch, W, vocab] and position p is its slot
+/// (`logit_slots`), as the rewritten graph computed it.
+pub fn lm_read_logits<'a>(
+    ex: &LmInput,
+    row: usize,
+    logits: LogitsView<'a>,
+    shape: &[usize],
+    logit_width: Option<usize>,
+) -> Result<Vec<LogitsView<'a>>> {
+    let [_, rows, vocab] = *shape else {
+        anyhow::bail!("LM logits have shape {shape:?}; expected [batch, seq or W, vocab]");
+    };
+    if let Some(w) = logit_width {
+        anyhow::ensure!(
+            rows == w,
+            "logits at {w} positions per example have shape {shape:?}"
+        );
+    }
+    let len = ex.prompt.len();
+    let k = ex.word.len();
+    anyhow::ensure!(
+        k >= 1 && k <= len,
+        "final word of {k} tokens for a prompt of {len}"
+    );
+    (len - k..len)
+        .map(|pos| {
+            let at = match logit_width {
+                None => pos,
+                Some(w) => crate::logit_slots::slot(len, w, pos).with_context(|| {
+                    format!("position {pos} is outside the {w} logit slots of a {len}-token prompt")
+                })?,
+            };
+            anyhow::ensure!(at < rows, "position {pos} beyond the logits' {rows} rows");
+            let start = (row * rows + at) * vocab;
+            logits
+                .try_slice(start..start + vocab)
+                .with_context(|| format!("row {row} beyond the batch's logits"))
+        })
+        .collect()
 }
 
 /// Logits that feed a prediction must be finite: argmax would silently skip a NaN.
@@ -324,6 +381,7 @@ fn classify_batch(rows: &[ClassifyInput], batch: usize, seq_len: usize) -> Token
         input_ids: vec![],
         attention_mask: vec![],
         token_type_ids: vec![],
+        prompt_lens: vec![],
     };
     for b in 0..batch {
         let r = &rows[b.min(rows.len() - 1)];
@@ -342,9 +400,11 @@ fn lm_batch(rows: &[LmInput], batch: usize, seq_len: usize) -> TokenBatch {
         input_ids: vec![],
         attention_mask: vec![],
         token_type_ids: vec![0; batch * seq_len],
+        prompt_lens: vec![],
     };
     for b in 0..batch {
         let r = &rows[b.min(rows.len() - 1)];
+        tb.prompt_lens.push(r.prompt.len());
         let pad = seq_len - r.prompt.len();
         tb.input_ids.extend(&r.prompt);
         tb.input_ids.extend(std::iter::repeat_n(LM_PAD_ID, pad));
@@ -394,11 +454,62 @@ mod tests {
             7.0, 0.0, 0.0,  // pos 3: padding, must be ignored
         ];
         let (label, out, slice) =
-            score(&inputs, 0, 0, LogitsView::F32(&logits), &[1, 4, 3]).unwrap();
+            score_with(&inputs, 0, 0, LogitsView::F32(&logits), &[1, 4, 3], None).unwrap();
         assert_eq!(
             (label, out.pred, out.correct, out.word_correct),
             (1, 1, true, Some(true))
         );
         assert_eq!(slice.to_f64_vec(), vec![0.0, 4.0, 0.0]);
+        // The same reads from the W = 3 slots of the rewritten graph: positions 0, 1, 2.
+        let (label, out, slice) = score_with(
+            &inputs,
+            0,
+            0,
+            LogitsView::F32(&logits[..9]),
+            &[1, 3, 3],
+            Some(3),
+        )
+        .unwrap();
+        assert_eq!(
+            (label, out.pred, out.correct, out.word_correct),
+            (1, 1, true, Some(true))
+        );
+        assert_eq!(slice.to_f64_vec(), vec![0.0, 4.0, 0.0]);
+        // W = 2: slots hold positions 1 and 2.
+        let (_, out, slice) = score_with(
+            &inputs,
+            0,
+            0,
+            LogitsView::F32(&logits[3..9]),
+            &[1, 2, 3],
+            Some(2),
+        )
+        .unwrap();
+        assert_eq!((out.pred, out.word_correct), (1, Some(true)));
+        assert_eq!(slice.to_f64_vec(), vec![0.0, 4.0, 0.0]);
+        // A window narrower than the word cannot be read: an error, never a wrong slot.
+        let err = score_with(
+            &inputs,
+            0,
+            0,
+            LogitsView::F32(&logits[6..9]),
+            &[1, 1, 3],
+            Some(1),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("outside the 1 logit slots"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn lm_batch_records_prompt_lengths_of_repeated_rows() {
+        let rows = vec![LmInput {
+            prompt: vec![5, 6],
+            label: 8,
+            word: vec![8],
+        }];
+        assert_eq!(lm_batch(&rows, 3, 4).prompt_lens, vec![2, 2, 2]);
     }
 }

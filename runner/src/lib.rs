@@ -11,6 +11,7 @@ pub mod engine;
 pub mod evaluate;
 pub mod hash;
 pub mod labels;
+pub mod logit_slots;
 pub mod markdown;
 pub mod merge;
 pub mod metrics;

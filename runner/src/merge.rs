@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use crate::metrics::DiffAcc;
-use crate::report::{self, Report, RowCounts, RowReport};
+use crate::report::{self, Phases, Report, RowCounts, RowReport};
 
 pub fn merge_files(
     inputs: &[std::path::PathBuf],
@@ -75,7 +75,8 @@ pub fn merge(mut reports: Vec<(String, Report)>) -> Result<Report> {
         let same = r.meta.config_sha256 == first.meta.config_sha256
             && r.meta.emulation == first.meta.emulation
             && r.meta.max_examples == first.meta.max_examples
-            && r.meta.batch_size == first.meta.batch_size;
+            && r.meta.batch_size == first.meta.batch_size
+            && r.meta.full_logits == first.meta.full_logits;
         if !same {
             bail!("{name} was produced with a different config or options than {first_name}");
         }
@@ -136,9 +137,19 @@ fn merge_row(parts: &[&RowReport]) -> Result<RowReport> {
     }
     let mut total: Option<RowCounts> = None;
     let mut wall = 0.0;
+    // Times add; the peak RSS is the largest shard's, and unknown if any shard's is.
+    let mut phases: Option<Phases> = None;
+    let mut peak_rss = Some(0.0f64);
     for p in parts {
         let c = p.counts.as_ref().context("a shard row carries no counts")?;
         wall += p.wall_s;
+        if let Some(ph) = &p.phases {
+            phases.get_or_insert_with(Phases::default).add(ph);
+        }
+        peak_rss = match (peak_rss, p.peak_rss_mib) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
         match &mut total {
             None => total = Some(c.clone()),
             Some(t) => {
@@ -166,6 +177,8 @@ fn merge_row(parts: &[&RowReport]) -> Result<RowReport> {
     let mut out = first.clone();
     out.fill_from_counts(total.context("no shard rows")?)?;
     out.wall_s = wall;
+    out.phases = phases;
+    out.peak_rss_mib = peak_rss;
     // Each shard wrote its own predictions file; the merged row has none of its own.
     out.predictions_sha256 = None;
     for p in &parts[1..] {

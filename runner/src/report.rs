@@ -54,7 +54,13 @@ pub struct Meta {
     pub shard: Option<ShardSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_from: Option<Vec<String>>,
+    /// Peak resident set size of the whole run (the largest of the rows' peaks and what the
+    /// process held between them), MiB.
     pub peak_rss_mib: Option<f64>,
+    /// `--full-logits`: decoder rows computed the vocabulary logits at every position
+    /// instead of only where they are read (reports before the option: false).
+    #[serde(default)]
+    pub full_logits: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +115,64 @@ pub struct DeltaPp {
     pub suf_sigma: f64,
 }
 
+/// Where a row's wall time went, in seconds. The phases run one after the other, except
+/// that `evaluate_s` is the float graph and every level together (batches interleave
+/// them; each graph's own execution is its `runtime_s`, thread-seconds). Shards add up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Phases {
+    /// Reading the data, tokenizing, hashing the model's files.
+    pub prepare_s: f64,
+    /// Reading and decoding the ONNX file, the logit-positions rewrite, and tract's parse
+    /// of every graph.
+    pub load_s: f64,
+    /// The SUF pass (or reading its result from `--cache-dir`), every level.
+    pub compile_s: f64,
+    /// tract's typing with the fixed input facts, optimisation and plan, every graph.
+    pub optimise_s: f64,
+    /// Every example through the float graph and every level (wall clock).
+    pub evaluate_s: f64,
+    /// `--find-min-bits`: the whole search (its compiles and evaluations included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_bits_s: Option<f64>,
+    /// The row's wall time (`wall_s`).
+    pub total_s: f64,
+    /// Per graph ("float" and each level): tract's parse, the SUF pass, tract's optimisation.
+    pub graphs: BTreeMap<String, GraphPhases>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GraphPhases {
+    pub load_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_s: Option<f64>,
+    pub optimise_s: f64,
+}
+
+impl Phases {
+    /// `other`'s times added to these (merged shards).
+    pub fn add(&mut self, other: &Phases) {
+        self.prepare_s += other.prepare_s;
+        self.load_s += other.load_s;
+        self.compile_s += other.compile_s;
+        self.optimise_s += other.optimise_s;
+        self.evaluate_s += other.evaluate_s;
+        self.min_bits_s = match (self.min_bits_s, other.min_bits_s) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.total_s += other.total_s;
+        for (name, g) in &other.graphs {
+            let e = self.graphs.entry(name.clone()).or_default();
+            e.load_s += g.load_s;
+            e.optimise_s += g.optimise_s;
+            e.compile_s = match (e.compile_s, g.compile_s) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+}
+
 /// Exact per-graph counts behind a row's numbers; shards add up to the single run's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SufCounts {
@@ -159,6 +223,18 @@ pub struct RowReport {
     pub resume_key: String,
     pub counts: Option<RowCounts>,
     pub wall_s: f64,
+    /// The row's time by phase (null for skipped rows).
+    #[serde(default)]
+    pub phases: Option<Phases>,
+    /// Peak resident set size while this row ran, MiB (Linux: VmHWM after resetting it
+    /// through /proc/self/clear_refs at the row's start); null, with a run note, where it
+    /// cannot be measured. Merged shards: the largest.
+    #[serde(default)]
+    pub peak_rss_mib: Option<f64>,
+    /// Decoder rows: the logits were computed at this many positions per example (the
+    /// last ones of each prompt, which the protocol reads); null: at every position.
+    #[serde(default)]
+    pub logit_width: Option<usize>,
     /// `--find-min-bits`: per level, the smallest ring within the tolerance.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub min_bits: BTreeMap<String, MinBits>,
@@ -213,6 +289,9 @@ impl RowReport {
             resume_key,
             counts: None,
             wall_s: 0.0,
+            phases: None,
+            peak_rss_mib: None,
+            logit_width: None,
             min_bits: BTreeMap::new(),
             run_notes: Vec::new(),
             predictions_sha256: None,

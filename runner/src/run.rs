@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,10 +15,11 @@ use crate::engine::Engine;
 use crate::evaluate::{self, Prediction};
 use crate::hash;
 use crate::labels;
+use crate::logit_slots;
 use crate::min_bits::{self, MinBits};
 use crate::predictions::{self, RowPredictions};
 use crate::provenance;
-use crate::report::{self, Meta, Report, RowReport, ShardSpec};
+use crate::report::{self, GraphPhases, Meta, Phases, Report, RowReport, ShardSpec};
 use crate::suf;
 use crate::sysinfo;
 use crate::tokenize::{self, Inputs};
@@ -43,6 +44,10 @@ pub struct RunOptions {
     pub shard: Option<ShardSpec>,
     /// `--find-min-bits`: search each level's smallest ring within this tolerance (pp).
     pub find_min_bits: Option<f64>,
+    /// `--full-logits`: decoder rows compute the vocabulary logits at every position, as
+    /// exported, instead of only at the positions LAMBADA reads (the default rewrite,
+    /// `suf_compiler::logit_positions`).
+    pub full_logits: bool,
 }
 
 /// SIGMA-match tolerance of `--strict-sigma-match`, in percentage points (FuseFSS uses 1.0).
@@ -55,6 +60,11 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
 /// A run of an already loaded configuration (a file, or the one row of `suf-run --model`).
 pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
     let global = &loaded.config.global;
+    // The config's `full_logits` or the flag: either turns the rewrite off.
+    let opts = &RunOptions {
+        full_logits: opts.full_logits || global.full_logits,
+        ..opts.clone()
+    };
     let device = opts
         .device
         .clone()
@@ -131,6 +141,7 @@ pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
             shard: opts.shard.clone(),
             merged_from: None,
             peak_rss_mib: None,
+            full_logits: opts.full_logits,
         },
         rows: Vec::new(),
     };
@@ -144,6 +155,7 @@ pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
         cache_dir: opts.cache_dir.clone().or_else(|| global.cache_dir.clone()),
     };
     let mut predictions: Vec<RowPredictions> = Vec::new();
+    let mut rss = sysinfo::PeakRss::default();
     for (row, explicitly_selected) in selected {
         let key = ctx.resume_key(row)?;
         let finished = previous
@@ -183,10 +195,20 @@ pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
             }
         } else {
             panic_guard::set_model(Some(format!("{} (row {})", row.model, row.id)));
+            let rss_reset = rss.start_row();
             let (mut row_report, preds) = ctx
                 .evaluate_row(row, key, explicitly_selected)
                 .with_context(|| format!("row \"{}\"", row.id))?;
             panic_guard::set_model(None);
+            if !row_report.skipped {
+                row_report.peak_rss_mib = rss.finish_row(&rss_reset);
+                if let Err(why) = &rss_reset {
+                    row_report
+                        .run_notes
+                        .push(format!("peak RSS of the row not measured: {why}"));
+                }
+                log_row(&row_report);
+            }
             if opts.predictions_out.is_some() && !row_report.skipped {
                 let block = predictions::lines(&row.id, &preds)?;
                 row_report.predictions_sha256 = Some(predictions::digest(&block.lines));
@@ -194,7 +216,7 @@ pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
             }
             report.rows.push(row_report);
         }
-        report.meta.peak_rss_mib = sysinfo::peak_rss_mib();
+        report.meta.peak_rss_mib = rss.process();
         write_outputs(&report, opts)?;
         if let Some(path) = &opts.predictions_out {
             predictions::write(path, &predictions)?;
@@ -202,7 +224,7 @@ pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
     }
     report.meta.finished = Some(sysinfo::now_rfc3339());
     report.meta.complete = true;
-    report.meta.peak_rss_mib = sysinfo::peak_rss_mib();
+    report.meta.peak_rss_mib = rss.process();
     write_outputs(&report, opts)?;
     check_something_evaluated(&report, opts.shard.is_some())?;
     if opts.strict_sigma_match {
@@ -363,6 +385,8 @@ impl RowContext<'_> {
             "seed": self.seed,
             "emulation": self.opts.emulation,
             "find_min_bits": self.opts.find_min_bits,
+            // Another logit layout is another float GEMM (row count) and another graph.
+            "full_logits": self.opts.full_logits,
         });
         Ok(hash::sha256_hex(key.to_string().as_bytes()))
     }
@@ -412,6 +436,8 @@ impl RowContext<'_> {
         let chosen = &limited[range];
         let tokenizer = tokenize::load_tokenizer(&self.loaded.resolve(&row.tokenizer))?;
         let inputs = tokenize::encode(row.family, &tokenizer, chosen, seq_len)?;
+        let logit_width = self.logit_width(row, &inputs, limited, &tokenizer)?;
+        out.logit_width = logit_width;
         let model_files = provenance::model_files(&model_path)?;
         let model_sha256 = hash::sha256_file(&model_path)?;
         out.external_data_sha256 = model_files
@@ -421,6 +447,10 @@ impl RowContext<'_> {
             .collect();
         out.pytorch = report::read_pytorch_record(&model_path, &model_sha256)?;
         out.model_sha256 = Some(model_sha256);
+        let mut phases = Phases {
+            prepare_s: started.elapsed().as_secs_f64(),
+            ..Default::default()
+        };
         let (tally, predictions, min_bits) = if inputs.is_empty() {
             (empty_tally(&self.opts.emulation), vec![], BTreeMap::new())
         } else {
@@ -430,16 +460,47 @@ impl RowContext<'_> {
                 model_files,
                 &inputs,
                 &indices,
+                logit_width,
                 &mut out.run_notes,
+                &mut phases,
             )?
         };
         out.fill_from_counts(report::counts_from_tally(&tally))?;
         out.min_bits = min_bits;
         out.wall_s = started.elapsed().as_secs_f64();
-        log_row(&out);
+        phases.total_s = out.wall_s;
+        out.phases = Some(phases);
         Ok((out, predictions))
     }
 
+    /// W of the logit-positions rewrite for a decoder row (None: classifier rows, whose head
+    /// already reads one vector per example, or `--full-logits`). It is the row's, not a
+    /// shard's: every shard then runs the batches a single run does (the same GEMM shapes),
+    /// so merged numbers stay bit-identical; a shard tokenizes the whole row to know it.
+    fn logit_width(
+        &self,
+        row: &Row,
+        inputs: &Inputs,
+        all: &[data::Example],
+        tokenizer: &tokenizers::Tokenizer,
+    ) -> Result<Option<usize>> {
+        let Inputs::Lm(chosen) = inputs else {
+            return Ok(None);
+        };
+        if self.opts.full_logits {
+            return Ok(None);
+        }
+        if chosen.len() == all.len() {
+            return Ok(Some(logit_slots::width(chosen)));
+        }
+        let seq_len = self.loaded.config.global.seq_len;
+        match tokenize::encode(row.family, tokenizer, all, seq_len)? {
+            Inputs::Lm(every) => Ok(Some(logit_slots::width(&every))),
+            Inputs::Classify(_) => bail!("a decoder row tokenized as a classifier"),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn run_graphs(
         &self,
         row: &Row,
@@ -447,7 +508,9 @@ impl RowContext<'_> {
         model_files: BTreeMap<String, String>,
         inputs: &Inputs,
         indices: &[usize],
+        logit_width: Option<usize>,
         notes: &mut Vec<String>,
+        phases: &mut Phases,
     ) -> Result<(
         evaluate::RowTally,
         Vec<Prediction>,
@@ -455,6 +518,7 @@ impl RowContext<'_> {
     )> {
         let global = &self.loaded.config.global;
         let framework = suf::framework();
+        let t_load = Instant::now();
         let proto = suf::load_model(model_path)?;
         match crate::engine::embedding_rows(&proto) {
             Some(rows) => {
@@ -469,18 +533,45 @@ impl RowContext<'_> {
                 "vocabulary check skipped: no Gather of input_ids from an initializer tells the model's vocabulary size".into(),
             ),
         }
+        let seq_len = global.seq_len;
+        // Before the float graph and the SUF pass, so that both compute the same positions.
+        let proto = match logit_width {
+            Some(w) => {
+                // Normalized first (the float graph and the SUF pass apply the same exact
+                // clean-ups anyway), so an exporter's trailing Identity is not in the way.
+                let mut proto = proto;
+                if let Some(g) = proto.graph.as_mut() {
+                    suf_compiler::normalize::normalize(g);
+                }
+                let r = suf_compiler::logit_positions::restrict(proto, w).context(
+                    "computing logits only where they are read (--full-logits computes them at every position)",
+                )?;
+                let line = format!(
+                    "logits at {w} of {seq_len} positions per example (the prompt's last {w}, the most any example reads; {} projects only those)",
+                    r.projection
+                );
+                eprintln!("row {}: {line}", row.id);
+                notes.push(line);
+                r.model
+            }
+            None => {
+                if row.family == Family::GptLm {
+                    eprintln!(
+                        "row {}: logits at all {seq_len} positions (--full-logits)",
+                        row.id
+                    );
+                }
+                proto
+            }
+        };
+        phases.load_s += t_load.elapsed().as_secs_f64();
         let dir = model_path.parent();
         // Always the configured batch (short batches are padded): a shard then computes each
         // example with exactly the kernels a single run uses, so merged numbers match bit for bit.
         let batch = self.batch_size;
-        let float = Engine::new(
-            &framework,
-            &suf::normalized(&proto),
-            dir,
-            batch,
-            global.seq_len,
-        )
-        .context("float graph")?;
+        let float = Engine::new(&framework, &suf::normalized(&proto), dir, batch, seq_len)
+            .context("float graph")?;
+        record_build(phases, "float", None, &float);
         notes.extend(float.notes.iter().cloned());
         if row.family == Family::BertSeqCls {
             let classes = float.output_shape.last().copied().unwrap_or(0);
@@ -493,11 +584,12 @@ impl RowContext<'_> {
         let cache = self
             .cache_dir
             .as_deref()
-            .map(|d| GraphCache::new(d, model_files))
+            .map(|d| GraphCache::new(d, model_files, logit_width))
             .transpose()?;
         let frac_bits = row.frac_bits(global);
         let mut suf_engines = Vec::new();
         for level in &self.opts.emulation {
+            let t_compile = Instant::now();
             let rewritten = compile_cached(
                 cache.as_ref(),
                 &proto,
@@ -506,8 +598,10 @@ impl RowContext<'_> {
                 frac_bits,
                 level,
             )?;
-            let engine = Engine::new(&framework, &rewritten, dir, batch, global.seq_len)
+            let compile_time = t_compile.elapsed();
+            let engine = Engine::new(&framework, &rewritten, dir, batch, seq_len)
                 .with_context(|| format!("SUF graph ({level})"))?;
+            record_build(phases, level, Some(compile_time), &engine);
             suf_engines.push((level.clone(), engine));
         }
         // The bitwidth search recompiles the graph for every trial; otherwise its memory
@@ -521,8 +615,10 @@ impl RowContext<'_> {
         );
         progress.set_prefix(row.id.clone());
         suf_compiler::stats::reset_carried();
+        let t_eval = Instant::now();
         let mut evaluation =
             evaluate::evaluate(inputs, indices, &float, &suf_engines, self.pool, &progress)?;
+        phases.evaluate_s = t_eval.elapsed().as_secs_f64();
         progress.finish_and_clear();
         for (level, tally) in evaluation.tally.suf.iter_mut() {
             let level: suf_compiler::Emulation = level.parse().map_err(|e: String| anyhow!(e))?;
@@ -533,6 +629,7 @@ impl RowContext<'_> {
         drop(suf_engines);
         let mut min_bits = BTreeMap::new();
         if let (Some(tolerance_pp), Some(proto)) = (self.opts.find_min_bits, &proto) {
+            let t_search = Instant::now();
             drop(float);
             let float_preds: Vec<i64> = evaluation.predictions.iter().map(|p| p.float).collect();
             let compile = |n_bits: u32, level: &str| {
@@ -584,6 +681,7 @@ impl RowContext<'_> {
                 );
                 min_bits.insert(level.clone(), found);
             }
+            phases.min_bits_s = Some(t_search.elapsed().as_secs_f64());
         }
         Ok((evaluation.tally, evaluation.predictions, min_bits))
     }
@@ -610,6 +708,26 @@ fn compile_cached(
         );
     }
     Ok(m)
+}
+
+/// One graph's build times into the row's phases (tract's parse counts as loading).
+fn record_build(phases: &mut Phases, graph: &str, compile: Option<Duration>, engine: &Engine) {
+    let (parse, optimise) = (
+        engine.times.parse.as_secs_f64(),
+        engine.times.optimise.as_secs_f64(),
+    );
+    let compile = compile.map(|d| d.as_secs_f64());
+    phases.load_s += parse;
+    phases.optimise_s += optimise;
+    phases.compile_s += compile.unwrap_or(0.0);
+    phases.graphs.insert(
+        graph.to_string(),
+        GraphPhases {
+            load_s: parse,
+            compile_s: compile,
+            optimise_s: optimise,
+        },
+    );
 }
 
 fn max_token_id(inputs: &Inputs) -> Option<i64> {
@@ -652,8 +770,29 @@ fn log_row(r: &RowReport) {
             )
         })
         .collect();
+    let phases = r
+        .phases
+        .as_ref()
+        .map(|p| {
+            format!(
+                " (prepare {:.1}, load {:.1}, compile {:.1}, optimise {:.1}, evaluate {:.1}{} s)",
+                p.prepare_s,
+                p.load_s,
+                p.compile_s,
+                p.optimise_s,
+                p.evaluate_s,
+                p.min_bits_s
+                    .map(|m| format!(", min-bits search {m:.1}"))
+                    .unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    let rss = match r.peak_rss_mib {
+        Some(m) => format!(", peak RSS {m:.0} MiB"),
+        None => ", peak RSS not measured".into(),
+    };
     eprintln!(
-        "row {}: {} of {} examples, float {float} {} in {:.1} s",
+        "row {}: {} of {} examples, float {float} {} in {:.1} s{phases}{rss}",
         r.id,
         r.examples,
         r.val_size.unwrap_or(0),

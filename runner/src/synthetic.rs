@@ -213,6 +213,7 @@ mod tests {
             input_ids: vec![1, 2, 3, 0, 0, 0, 4, 5, 6, 7, 8, 9],
             attention_mask: vec![1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1],
             token_type_ids: vec![0; 12],
+            prompt_lens: vec![],
         };
         let logits = bert.run(&tb).unwrap().view().to_f64_vec();
         assert_eq!(logits.len(), 4);

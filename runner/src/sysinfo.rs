@@ -94,6 +94,52 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some((kb / 1024.0 * 10.0).round() / 10.0)
 }
 
+/// Resets the kernel's peak-RSS mark (VmHWM) to the current RSS, so that the next
+/// `peak_rss_mib` covers only what follows (Linux >= 4.0: "5" into /proc/self/clear_refs).
+/// Why not, when it cannot: a peak that includes earlier rows must not pass for this one's.
+pub fn reset_peak_rss() -> Result<(), String> {
+    std::fs::write("/proc/self/clear_refs", "5")
+        .map_err(|e| format!("cannot write /proc/self/clear_refs to reset the peak: {e}"))
+}
+
+/// The peak RSS of one stretch of work (a row), and of the whole process across resets.
+#[derive(Debug, Default)]
+pub struct PeakRss {
+    /// The largest VmHWM seen over the process so far (reset between rows, so the
+    /// run's own peak is the maximum of the readings).
+    process: Option<f64>,
+}
+
+impl PeakRss {
+    fn observe(&mut self) -> Option<f64> {
+        let now = peak_rss_mib();
+        self.process = match (self.process, now) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        now
+    }
+
+    /// Starts a row: records the peak so far, then resets the mark. Err: the row's peak
+    /// cannot be measured (and why).
+    pub fn start_row(&mut self) -> Result<(), String> {
+        self.observe();
+        reset_peak_rss()
+    }
+
+    /// The row's peak, given what `start_row` returned: None when the reset failed.
+    pub fn finish_row(&mut self, started: &Result<(), String>) -> Option<f64> {
+        let now = self.observe();
+        started.as_ref().ok().and(now)
+    }
+
+    /// The whole run's peak so far.
+    pub fn process(&mut self) -> Option<f64> {
+        self.observe();
+        self.process
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -101,5 +147,30 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(super::rfc3339(1_795_478_399), "2026-11-23T23:59:59Z");
+    }
+
+    #[test]
+    fn a_row_peak_after_a_reset_excludes_earlier_memory() {
+        let mut rss = super::PeakRss::default();
+        // 128 MiB touched and freed before the row: the process peak keeps it, the row's
+        // peak (after the reset) does not. (Other tests run in this process meanwhile,
+        // hence the margin.)
+        let big = vec![1u8; 128 << 20];
+        let touched: u64 = big.iter().step_by(4096).map(|&b| u64::from(b)).sum();
+        assert!(touched > 0);
+        drop(big);
+        let before = super::peak_rss_mib();
+        let started = rss.start_row();
+        let row = rss.finish_row(&started);
+        match (&started, before, row) {
+            (Ok(()), Some(before), Some(row)) => {
+                assert!(row > 0.0);
+                assert!(row + 64.0 < before, "row {row} MiB, before {before} MiB");
+                assert!(rss.process().unwrap() >= before);
+            }
+            // No /proc (not Linux) or a kernel that refuses the reset: never a number.
+            (Err(_), _, row) => assert_eq!(row, None),
+            other => panic!("{other:?}"),
+        }
     }
 }
