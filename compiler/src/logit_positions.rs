@@ -361,7 +361,8 @@ mod tests {
         g
     }
 
-    fn run(model: &ModelProto, inputs: Vec<Tensor>) -> Vec<f32> {
+    /// The graph output as f64: level output's f32 widens exactly, ring levels decode to f64.
+    fn run(model: &ModelProto, inputs: Vec<Tensor>) -> Vec<f64> {
         let mut m = tract_ops::onnx().model_for_proto_model(model).unwrap();
         for (i, x) in inputs.iter().enumerate() {
             m.set_input_fact(i, InferenceFact::dt_shape(x.datum_type(), x.shape()))
@@ -372,9 +373,11 @@ mod tests {
             .run(inputs.into_iter().map(|t| t.into_tvalue()).collect())
             .unwrap();
         out[0]
+            .cast_to::<f64>()
+            .unwrap()
             .try_as_plain_ram()
             .unwrap()
-            .as_slice::<f32>()
+            .as_slice::<f64>()
             .unwrap()
             .to_vec()
     }
@@ -394,7 +397,7 @@ mod tests {
     }
 
     /// The full logits at the positions READ names, in slot order.
-    fn read_from_full(full: &[f32]) -> Vec<f32> {
+    fn read_from_full(full: &[f64]) -> Vec<f64> {
         let mut out = vec![];
         for (b, ps) in READ.iter().enumerate() {
             for &p in ps {
@@ -420,7 +423,7 @@ mod tests {
                 .iter()
                 .zip(&restricted)
                 .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+                .fold(0f64, f64::max);
             assert!(max <= 1e-6, "bias {bias}: max |diff| {max}");
             // The comparison can fail: slot order matters.
             let mut swapped = restricted.clone();
@@ -462,7 +465,7 @@ mod tests {
                     .iter()
                     .zip(&b)
                     .map(|(p, q)| (p - q).abs())
-                    .fold(0f32, f32::max);
+                    .fold(0f64, f64::max);
                 assert!(max <= 1e-6, "{emulation}: {max}");
             } else {
                 assert_eq!(a, b, "{emulation}: ring values are integers, exact");
