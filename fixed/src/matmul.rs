@@ -108,6 +108,22 @@ impl RingMatMul {
         bias_2f: Option<&[i64]>,
         out: &mut [i64],
     ) -> Result<ProductStats, MatMulError> {
+        self.run_with(a, b, None, b_f64, bias_2f, out, &mut Vec::new())
+    }
+
+    /// `run`, with `a_f64` (when given, `a.data` as f64: converted once for a whole batch)
+    /// and `scratch`, the f64 product buffer reused from call to call.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_with(
+        &self,
+        a: Strided<i64>,
+        b: Strided<i64>,
+        a_f64: Option<&[f64]>,
+        b_f64: Option<&[f64]>,
+        bias_2f: Option<&[i64]>,
+        out: &mut [i64],
+        scratch: &mut Vec<f64>,
+    ) -> Result<ProductStats, MatMulError> {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         let shape = |what, got, want| {
             if got == want {
@@ -121,6 +137,9 @@ impl RingMatMul {
         if let Some(bias) = bias_2f {
             shape("the bias", bias.len(), n)?;
         }
+        if let Some(af) = a_f64 {
+            shape("A as f64", af.len(), a.data.len())?;
+        }
         if let Some(bf) = b_f64 {
             shape("B as f64", bf.len(), b.data.len())?;
         }
@@ -130,16 +149,25 @@ impl RingMatMul {
         // GEMM computes each one exactly.
         let bound = max_abs(a.data) as u128 * max_abs(b.data) as u128 * k as u128;
         if bound < EXACT_F64 {
-            let af: Vec<f64> = a.data.iter().map(|&v| v as f64).collect();
-            let converted;
+            let (a_converted, b_converted);
+            let af = match a_f64 {
+                Some(af) => af,
+                None => {
+                    a_converted = a.data.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+                    &a_converted
+                }
+            };
             let bf = match b_f64 {
                 Some(bf) => bf,
                 None => {
-                    converted = b.data.iter().map(|&v| v as f64).collect::<Vec<f64>>();
-                    &converted
+                    b_converted = b.data.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+                    &b_converted
                 }
             };
-            let mut c = vec![0f64; m * n];
+            // dgemm overwrites it (beta = 0): its old contents are never read.
+            scratch.clear();
+            scratch.resize(m * n, 0.0);
+            let c = &mut scratch[..];
             if m > 0 && n > 0 && k > 0 {
                 // SAFETY: `check` proved every (i, j) of both views addresses inside their
                 // slices (af/bf have the views' layouts); `c` is m x n row-major.
@@ -162,7 +190,7 @@ impl RingMatMul {
                     );
                 }
             }
-            for (o, v) in out.iter_mut().zip(&c) {
+            for (o, v) in out.iter_mut().zip(c.iter()) {
                 *o = *v as i64;
             }
         } else {
@@ -177,15 +205,26 @@ impl RingMatMul {
         let half = 1i128 << (bits - 1);
         let mut max_abs = 0i128;
         let mut overflows = 0usize;
-        for (idx, o) in out.iter_mut().enumerate() {
-            let mut v = *o as i128;
-            if let Some(bias) = bias_2f {
-                v += bias[idx % n] as i128;
-            }
+        let (shift, rule) = (self.shift, self.truncation);
+        let mut step = |o: &mut i64, v: i128| {
             max_abs = max_abs.max(v.abs());
             overflows += (v >= half || v < -half) as usize;
             let wrapped = wrap_i64(v as i64, bits);
-            *o = wrap_i64(truncate(wrapped, self.shift, self.truncation), bits);
+            *o = wrap_i64(truncate(wrapped, shift, rule), bits);
+        };
+        match bias_2f {
+            Some(bias) if n > 0 => {
+                for row in out.chunks_mut(n) {
+                    for (o, &b) in row.iter_mut().zip(bias) {
+                        step(o, *o as i128 + b as i128);
+                    }
+                }
+            }
+            _ => {
+                for o in out.iter_mut() {
+                    step(o, *o as i128);
+                }
+            }
         }
         ProductStats {
             max_abs_real: max_abs as f64 * pow2(-2 * self.fixed.frac_bits() as i32),

@@ -30,17 +30,17 @@ fn decode_as<F: Copy + std::ops::Mul<Output = F>>(
     to: impl Fn(i64) -> F,
     back: impl Fn(F) -> i128,
 ) -> Result<Vec<F>, (usize, i64)> {
-    q.iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let x = to(v);
-            if back(x) == i128::from(v) {
-                Ok(x * inv)
-            } else {
-                Err((i, v))
-            }
-        })
-        .collect()
+    // Sized up front: collecting through `Result` cannot, and regrew (and copied) logits
+    // of hundreds of MB.
+    let mut out = Vec::with_capacity(q.len());
+    for (i, &v) in q.iter().enumerate() {
+        let x = to(v);
+        if back(x) != i128::from(v) {
+            return Err((i, v));
+        }
+        out.push(x * inv);
+    }
+    Ok(out)
 }
 
 impl Op for SufRingDecode {
@@ -86,16 +86,17 @@ impl EvalOp for SufRingDecode {
                 self.fixed.decode(v)
             )
         };
+        // The decoded Vec becomes the tensor's storage (no copy).
         let y = if self.to == DatumType::F64 {
             let y = self.decode_f64(q).map_err(|e| fail(e, "f64"))?;
-            tensor1(&y)
+            tract_ndarray::ArrayD::from_shape_vec(x.shape(), y)?.into_tensor()
         } else {
             let y = self
                 .decode(q)
                 .map_err(|e| fail(e, "f32 into the float op that reads it"))?;
-            tensor1(&y)
+            tract_ndarray::ArrayD::from_shape_vec(x.shape(), y)?.into_tensor()
         };
-        Ok(tvec!(y.into_shape(x.shape())?.into_tvalue()))
+        Ok(tvec!(y.into_tvalue()))
     }
 }
 
