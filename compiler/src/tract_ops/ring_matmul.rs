@@ -194,7 +194,6 @@ impl EvalOp for SufRingMatMul {
         let count: usize = batch.iter().product();
         let mut out = vec![0i64; count * m * n];
         let mut total = ProductStats::default();
-        let mut scratch = Vec::new();
         // B shared by every batch element (the weights): A's batch is contiguous, so the
         // whole batch is one product of count * m rows. Every element is the same exact
         // integer either way (suf_fixed::matmul is exact on both of its paths).
@@ -253,7 +252,7 @@ impl EvalOp for SufRingMatMul {
                 }
             };
             let stats = op
-                .run_with(av, bv, a_f, b_f, bias.as_deref(), chunk, &mut scratch)
+                .run_with(av, bv, a_f, b_f, bias.as_deref(), chunk)
                 .map_err(|e| anyhow!("SUF node {}: {e}", self.node))?;
             total.merge(stats);
         }
