@@ -241,7 +241,7 @@ impl Engine {
             })
             .map_err(|e| anyhow!("tract run failed: {e:#}"))?;
         let mut v: Vec<_> = per_op.into_iter().collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
         Ok(v)
     }
 
@@ -396,7 +396,7 @@ pub fn embedding_rows(proto: &ModelProto) -> Option<i64> {
             let next = graph
                 .node
                 .iter()
-                .find(|n| n.output.iter().any(|o| *o == t))
+                .find(|n| n.output.contains(&t))
                 .filter(|n| MOVES.contains(&n.op_type.as_str()))
                 .and_then(|n| n.input.first());
             match next {
