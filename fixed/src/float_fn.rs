@@ -57,6 +57,7 @@ pub enum FloatFnError {
 }
 
 /// The real a ring value stands for, refusing values an f64 cannot hold exactly.
+#[inline(always)]
 fn real(fixed: FixedPoint, q: i64) -> Result<f64, FloatFnError> {
     if q.unsigned_abs() > EXACT_F64 as u64 {
         return Err(FloatFnError::Inexact(q));
@@ -106,36 +107,70 @@ pub fn row(
     masked: Option<&[bool]>,
     params: &RowParams,
 ) -> Result<Vec<i64>, FloatFnError> {
-    let x = q
-        .iter()
-        .map(|&v| real(fixed, v))
-        .collect::<Result<Vec<f64>, _>>()?;
-    let c = x.len() as f64;
+    let mut out = Vec::with_capacity(q.len());
+    row_into(
+        kind,
+        fixed,
+        rounding,
+        q,
+        masked,
+        params,
+        &mut Vec::new(),
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+/// `row`, appending the row's outputs to `out` and working in `scratch` (reused from row
+/// to row: no allocation per row). On an error `out` may hold part of the row.
+#[allow(clippy::too_many_arguments)]
+pub fn row_into(
+    kind: FloatFn,
+    fixed: FixedPoint,
+    rounding: Rounding,
+    q: &[i64],
+    masked: Option<&[bool]>,
+    params: &RowParams,
+    scratch: &mut Vec<f64>,
+    out: &mut Vec<i64>,
+) -> Result<(), FloatFnError> {
+    scratch.clear();
+    for &v in q {
+        scratch.push(real(fixed, v)?);
+    }
+    let x = &mut scratch[..];
+    let len = x.len();
+    let c = len as f64;
     let check = |what, v: &[f64]| {
-        if v.len() == x.len() {
+        if v.len() == len {
             Ok(())
         } else {
             Err(FloatFnError::Length {
                 what,
                 got: v.len(),
-                want: x.len(),
+                want: len,
             })
         }
     };
-    let y: Vec<f64> = match kind {
+    let mut emit = |y: f64| -> Result<(), FloatFnError> {
+        out.push(fixed.encode(y, rounding)?);
+        Ok(())
+    };
+    match kind {
         FloatFn::Softmax => {
             let live = |i: usize| masked.is_none_or(|m| !m[i]);
-            let m = (0..x.len())
+            let m = (0..len)
                 .filter(|&i| live(i))
                 .map(|i| x[i])
                 .fold(f64::NEG_INFINITY, f64::max);
-            let e: Vec<f64> = (0..x.len())
-                .map(|i| if live(i) { libm::exp(x[i] - m) } else { 0.0 })
-                .collect();
-            let s: f64 = e.iter().fold(0.0, |acc, v| acc + v);
-            e.iter()
-                .map(|&v| if s > 0.0 { v / s } else { 0.0 })
-                .collect()
+            // x becomes e in place, then every e / s is encoded.
+            for (i, xi) in x.iter_mut().enumerate() {
+                *xi = if live(i) { libm::exp(*xi - m) } else { 0.0 };
+            }
+            let s: f64 = x.iter().fold(0.0, |acc, v| acc + v);
+            for &v in x.iter() {
+                emit(if s > 0.0 { v / s } else { 0.0 })?;
+            }
         }
         FloatFn::LayerNorm { eps } => {
             check("gamma", &params.gamma)?;
@@ -143,25 +178,25 @@ pub fn row(
             let mu = x.iter().fold(0.0, |acc, v| acc + v) / c;
             let v = x.iter().fold(0.0, |acc, xi| acc + (xi - mu) * (xi - mu)) / c;
             let sd = libm::sqrt(v + eps);
-            x.iter()
-                .zip(params.gamma.iter().zip(&params.beta))
-                .map(|(xi, (g, b))| (xi - mu) / sd * g + b)
-                .collect()
+            for (xi, (g, b)) in x.iter().zip(params.gamma.iter().zip(&params.beta)) {
+                emit((xi - mu) / sd * g + b)?;
+            }
         }
         FloatFn::RmsNorm { eps } => {
             check("gamma", &params.gamma)?;
             let ms = x.iter().fold(0.0, |acc, xi| acc + xi * xi) / c;
             let r = libm::sqrt(ms + eps);
-            x.iter()
-                .zip(&params.gamma)
-                .map(|(xi, g)| xi / r * g)
-                .collect()
+            for (xi, g) in x.iter().zip(&params.gamma) {
+                emit(xi / r * g)?;
+            }
         }
-        _ => x.iter().map(|&v| activation(kind, v)).collect(),
-    };
-    y.into_iter()
-        .map(|v| fixed.encode(v, rounding).map_err(FloatFnError::from))
-        .collect()
+        _ => {
+            for &v in x.iter() {
+                emit(activation(kind, v))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

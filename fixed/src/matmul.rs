@@ -108,6 +108,19 @@ impl RingMatMul {
         bias_2f: Option<&[i64]>,
         out: &mut [i64],
     ) -> Result<ProductStats, MatMulError> {
+        self.run_with(a, b, None, b_f64, bias_2f, out)
+    }
+
+    /// `run`, with `a_f64` (when given, `a.data` as f64: converted once for a whole batch).
+    pub fn run_with(
+        &self,
+        a: Strided<i64>,
+        b: Strided<i64>,
+        a_f64: Option<&[f64]>,
+        b_f64: Option<&[f64]>,
+        bias_2f: Option<&[i64]>,
+        out: &mut [i64],
+    ) -> Result<ProductStats, MatMulError> {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         let shape = |what, got, want| {
             if got == want {
@@ -121,6 +134,9 @@ impl RingMatMul {
         if let Some(bias) = bias_2f {
             shape("the bias", bias.len(), n)?;
         }
+        if let Some(af) = a_f64 {
+            shape("A as f64", af.len(), a.data.len())?;
+        }
         if let Some(bf) = b_f64 {
             shape("B as f64", bf.len(), b.data.len())?;
         }
@@ -130,19 +146,28 @@ impl RingMatMul {
         // GEMM computes each one exactly.
         let bound = max_abs(a.data) as u128 * max_abs(b.data) as u128 * k as u128;
         if bound < EXACT_F64 {
-            let af: Vec<f64> = a.data.iter().map(|&v| v as f64).collect();
-            let converted;
+            let (a_converted, b_converted);
+            let af = match a_f64 {
+                Some(af) => af,
+                None => {
+                    a_converted = a.data.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+                    &a_converted
+                }
+            };
             let bf = match b_f64 {
                 Some(bf) => bf,
                 None => {
-                    converted = b.data.iter().map(|&v| v as f64).collect::<Vec<f64>>();
-                    &converted
+                    b_converted = b.data.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+                    &b_converted
                 }
             };
-            let mut c = vec![0f64; m * n];
+            // The GEMM writes its f64 products straight into `out`'s memory (beta = 0: the
+            // old contents are never read); `finish` reads them back as f64.
+            let c = out.as_mut_ptr() as *mut f64;
             if m > 0 && n > 0 && k > 0 {
                 // SAFETY: `check` proved every (i, j) of both views addresses inside their
-                // slices (af/bf have the views' layouts); `c` is m x n row-major.
+                // slices (af/bf have the views' layouts); `out` holds m x n i64s, the size
+                // and alignment of m x n f64s, row-major, and nothing else reads it meanwhile.
                 unsafe {
                     matrixmultiply::dgemm(
                         m,
@@ -156,37 +181,95 @@ impl RingMatMul {
                         b.row_stride,
                         b.col_stride,
                         0.0,
-                        c.as_mut_ptr(),
+                        c,
                         n as isize,
                         1,
                     );
                 }
+            } else {
+                // k = 0: every product is the empty sum (0.0 has the bit pattern 0).
+                out.fill(0);
             }
-            for (o, v) in out.iter_mut().zip(&c) {
-                *o = *v as i64;
-            }
-        } else {
-            wrapping_product(a, b, out);
+            return Ok(self.finish(out, n, bias_2f, true));
         }
-        Ok(self.finish(out, n, bias_2f))
+        wrapping_product(a, b, out);
+        Ok(self.finish(out, n, bias_2f, false))
     }
 
     /// Adds the bias, records overflow, wraps, truncates: the step after every product.
-    fn finish(&self, out: &mut [i64], n: usize, bias_2f: Option<&[i64]>) -> ProductStats {
-        let bits = self.fixed.n_bits();
-        let half = 1i128 << (bits - 1);
-        let mut max_abs = 0i128;
-        let mut overflows = 0usize;
-        for (idx, o) in out.iter_mut().enumerate() {
-            let mut v = *o as i128;
-            if let Some(bias) = bias_2f {
-                v += bias[idx % n] as i128;
-            }
-            max_abs = max_abs.max(v.abs());
-            overflows += (v >= half || v < -half) as usize;
-            let wrapped = wrap_i64(v as i64, bits);
-            *o = wrap_i64(truncate(wrapped, self.shift, self.truncation), bits);
+    /// `from_f64`: `out` holds the f64 GEMM's integer-valued products as f64 bit patterns.
+    fn finish(
+        &self,
+        out: &mut [i64],
+        n: usize,
+        bias_2f: Option<&[i64]>,
+        from_f64: bool,
+    ) -> ProductStats {
+        let shift = self.shift;
+        // One loop per rule, so the rule is not matched per element.
+        match self.truncation {
+            Rounding::Floor => self.finish_with(out, n, bias_2f, from_f64, |v| {
+                truncate(v, shift, Rounding::Floor)
+            }),
+            Rounding::Trunc => self.finish_with(out, n, bias_2f, from_f64, |v| {
+                truncate(v, shift, Rounding::Trunc)
+            }),
+            Rounding::Round => self.finish_with(out, n, bias_2f, from_f64, |v| {
+                truncate(v, shift, Rounding::Round)
+            }),
         }
+    }
+
+    #[inline(always)]
+    fn finish_with(
+        &self,
+        out: &mut [i64],
+        n: usize,
+        bias_2f: Option<&[i64]>,
+        from_f64: bool,
+        trunc: impl Fn(i64) -> i64,
+    ) -> ProductStats {
+        let bits = self.fixed.n_bits();
+        // |product + bias| over the elements whose sum fits an i64, and over those (never
+        // seen in practice) whose exact sum, formed in i128, does not.
+        let (mut max_abs, mut max_abs_wide) = (0u64, 0u128);
+        let mut overflows = 0usize;
+        let mut step = |o: &mut i64, b: i64| {
+            let p = if from_f64 {
+                f64::from_bits(*o as u64) as i64
+            } else {
+                *o
+            };
+            // The wrapping sum is the exact sum mod 2^64, so wrapping it to n bits is
+            // exact either way; only the statistics need the exact sum.
+            let (sum, carry) = p.overflowing_add(b);
+            let wrapped = wrap_i64(sum, bits);
+            if carry {
+                // |p + b| >= 2^63 >= 2^(n-1): outside the ring.
+                max_abs_wide = max_abs_wide.max((p as i128 + b as i128).unsigned_abs());
+                overflows += 1;
+            } else {
+                max_abs = max_abs.max(sum.unsigned_abs());
+                // Outside [-2^(n-1), 2^(n-1)) exactly when wrapping changes it.
+                overflows += (wrapped != sum) as usize;
+            }
+            *o = wrap_i64(trunc(wrapped), bits);
+        };
+        match bias_2f {
+            Some(bias) if n > 0 => {
+                for row in out.chunks_mut(n) {
+                    for (o, &b) in row.iter_mut().zip(bias) {
+                        step(o, b);
+                    }
+                }
+            }
+            _ => {
+                for o in out.iter_mut() {
+                    step(o, 0);
+                }
+            }
+        }
+        let max_abs = max_abs_wide.max(max_abs as u128);
         ProductStats {
             max_abs_real: max_abs as f64 * pow2(-2 * self.fixed.frac_bits() as i32),
             overflows,

@@ -238,3 +238,61 @@ proptest! {
         }
     }
 }
+
+/// `Rounding::apply` avoids libm's rint/trunc/floor; it must agree with them bit for bit.
+fn assert_rounding_matches_std(v: f64) {
+    let std = [v.round_ties_even(), v.trunc(), v.floor()];
+    let ours = [
+        Rounding::Round.apply(v),
+        Rounding::Trunc.apply(v),
+        Rounding::Floor.apply(v),
+    ];
+    for (s, o) in std.iter().zip(&ours) {
+        assert!(
+            s.to_bits() == o.to_bits() || (s.is_nan() && o.is_nan()),
+            "{v:e}: std {s:e}, ours {o:e}"
+        );
+    }
+}
+
+#[test]
+fn rounding_matches_std_at_the_edges() {
+    let two52 = 2f64.powi(52);
+    let mut cases = vec![
+        0.0,
+        0.3,
+        0.5,
+        0.7,
+        1.0,
+        1.5,
+        2.5,
+        3.5,
+        f64::MIN_POSITIVE,
+        f64::EPSILON,
+        two52,
+        two52 - 0.5,
+        two52 - 1.0,
+        two52 + 1.0,
+        2f64.powi(51) + 0.5,
+        2f64.powi(53),
+        f64::MAX,
+        f64::INFINITY,
+        f64::NAN,
+        0.49999999999999994,
+    ];
+    let negated: Vec<f64> = cases.iter().map(|v| -v).collect();
+    cases.extend(negated);
+    for v in cases {
+        assert_rounding_matches_std(v);
+    }
+}
+
+proptest! {
+    #[test]
+    fn rounding_matches_std(bits in any::<u64>(), x in -1e6f64..1e6, h in -1000i64..1000) {
+        assert_rounding_matches_std(f64::from_bits(bits));
+        assert_rounding_matches_std(x);
+        assert_rounding_matches_std(h as f64 * 0.5);
+        assert_rounding_matches_std(h as f64 * 0.25 + 2f64.powi(51));
+    }
+}

@@ -24,23 +24,26 @@ pub struct SufRingDecode {
 /// the round trip (through i128: an i64 cast would saturate 2^63 back to i64::MAX and call
 /// it exact); scaling by 2^-f is exact in binary floating point (no ring value is small
 /// enough to go subnormal).
+/// `mantissa`: F's significand bits; every |q| up to 2^mantissa is exact without the check.
 fn decode_as<F: Copy + std::ops::Mul<Output = F>>(
     q: &[i64],
     inv: F,
+    mantissa: u32,
     to: impl Fn(i64) -> F,
     back: impl Fn(F) -> i128,
 ) -> Result<Vec<F>, (usize, i64)> {
-    q.iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let x = to(v);
-            if back(x) == i128::from(v) {
-                Ok(x * inv)
-            } else {
-                Err((i, v))
-            }
-        })
-        .collect()
+    let exact = 1u64 << mantissa;
+    // Sized up front: collecting through `Result` cannot, and regrew (and copied) logits
+    // of hundreds of MB.
+    let mut out = Vec::with_capacity(q.len());
+    for (i, &v) in q.iter().enumerate() {
+        let x = to(v);
+        if v.unsigned_abs() > exact && back(x) != i128::from(v) {
+            return Err((i, v));
+        }
+        out.push(x * inv);
+    }
+    Ok(out)
 }
 
 impl Op for SufRingDecode {
@@ -55,13 +58,13 @@ impl SufRingDecode {
     /// q * 2^-f as f32, or the first value f32 cannot hold.
     pub fn decode(&self, q: &[i64]) -> Result<Vec<f32>, (usize, i64)> {
         let inv = pow2(-(self.fixed.frac_bits() as i32)) as f32;
-        decode_as(q, inv, |v| v as f32, |x| x as i128)
+        decode_as(q, inv, f32::MANTISSA_DIGITS, |v| v as f32, |x| x as i128)
     }
 
     /// q * 2^-f as f64, or the first value f64 cannot hold.
     pub fn decode_f64(&self, q: &[i64]) -> Result<Vec<f64>, (usize, i64)> {
         let inv = pow2(-(self.fixed.frac_bits() as i32));
-        decode_as(q, inv, |v| v as f64, |x| x as i128)
+        decode_as(q, inv, f64::MANTISSA_DIGITS, |v| v as f64, |x| x as i128)
     }
 }
 
@@ -86,16 +89,17 @@ impl EvalOp for SufRingDecode {
                 self.fixed.decode(v)
             )
         };
+        // The decoded Vec becomes the tensor's storage (no copy).
         let y = if self.to == DatumType::F64 {
             let y = self.decode_f64(q).map_err(|e| fail(e, "f64"))?;
-            tensor1(&y)
+            tract_ndarray::ArrayD::from_shape_vec(x.shape(), y)?.into_tensor()
         } else {
             let y = self
                 .decode(q)
                 .map_err(|e| fail(e, "f32 into the float op that reads it"))?;
-            tensor1(&y)
+            tract_ndarray::ArrayD::from_shape_vec(x.shape(), y)?.into_tensor()
         };
-        Ok(tvec!(y.into_shape(x.shape())?.into_tvalue()))
+        Ok(tvec!(y.into_tvalue()))
     }
 }
 

@@ -108,6 +108,25 @@ impl Op for SufNonlinear {
     op_as_typed_op!();
 }
 
+/// A softmax mask: entries (masked, or the encoded bias) in the mask's own layout and, per
+/// axis of the scores, the stride to step through them (0 where the mask broadcasts).
+struct MaskView {
+    entries: Vec<Option<i64>>,
+    strides: Vec<usize>,
+}
+
+/// Row-major strides of a `src` shape read at the coordinates of `shape` (same rank): 0 on
+/// every axis where `src` broadcasts (size 1 against a larger one).
+fn strides_of(src: &[usize], shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![0; src.len()];
+    let mut acc = 1;
+    for d in (0..src.len()).rev() {
+        strides[d] = if src[d] == 1 && shape[d] != 1 { 0 } else { acc };
+        acc *= src[d];
+    }
+    strides
+}
+
 /// The widest intermediate over a tensor's rows, and the rows that wrapped.
 #[derive(Default)]
 struct Internal {
@@ -137,30 +156,61 @@ impl SufNonlinear {
         let t = t
             .broadcast_to_shape(shape)
             .with_context(|| format!("SUF node {}: mask bias does not broadcast", self.node))?;
+        self.encode_mask(&t)
+    }
+
+    /// The mask entries of `t`, in its own layout.
+    fn encode_mask(&self, t: &Tensor) -> TractResult<Vec<Option<i64>>> {
         let t = t.cast_to::<f64>()?;
         let plain = t.try_as_plain_ram()?;
         let bound = self.fixed.real_bound();
-        plain
-            .as_slice::<f64>()?
-            .iter()
-            .map(|&b| {
-                if b < -bound {
-                    Ok(None)
-                } else if b == 0.0 {
-                    Ok(Some(0))
-                } else if b.is_nan() || b >= bound {
-                    bail!(
-                        "SUF node {}: attention-mask bias {b} is neither a mask fill (below -{bound}) nor a value the ring holds",
-                        self.node
-                    )
-                } else {
+        let xs = plain.as_slice::<f64>()?;
+        let mut out = Vec::with_capacity(xs.len());
+        for &b in xs {
+            out.push(if b < -bound {
+                None
+            } else if b == 0.0 {
+                Some(0)
+            } else if b.is_nan() || b >= bound {
+                bail!(
+                    "SUF node {}: attention-mask bias {b} is neither a mask fill (below -{bound}) nor a value the ring holds",
+                    self.node
+                )
+            } else {
+                Some(
                     self.fixed
                         .encode(b, self.rounding)
-                        .map(Some)
-                        .map_err(|e| anyhow!("SUF node {}: mask bias: {e}", self.node))
-                }
-            })
-            .collect()
+                        .map_err(|e| anyhow!("SUF node {}: mask bias: {e}", self.node))?,
+                )
+            });
+        }
+        Ok(out)
+    }
+
+    /// The mask encoded once at its own (broadcast) shape, read through strides, instead
+    /// of an entry per score: the same entries, in the same order of first use, so the
+    /// same values and the same first error as `mask`. A mask that does not broadcast
+    /// (or is not a float) takes `mask` itself, for its error.
+    fn mask_view(&self, t: &Tensor, shape: &[usize]) -> TractResult<MaskView> {
+        let rank = shape.len();
+        let fits = t.rank() <= rank
+            && t.datum_type().is_float()
+            && t.shape()
+                .iter()
+                .zip(&shape[rank - t.rank()..])
+                .all(|(&s, &d)| s == 1 || s == d);
+        if !fits {
+            return Ok(MaskView {
+                entries: self.mask(t, shape)?,
+                strides: strides_of(shape, shape),
+            });
+        }
+        let mut src = vec![1usize; rank];
+        src[rank - t.rank()..].copy_from_slice(t.shape());
+        Ok(MaskView {
+            entries: self.encode_mask(t)?,
+            strides: strides_of(&src, shape),
+        })
     }
 
     fn eval_rows(&self, inputs: &[TValue], q: &[i64], c: usize) -> TractResult<Vec<i64>> {
@@ -170,40 +220,58 @@ impl SufNonlinear {
         let mut out = Vec::with_capacity(q.len());
         let mut internal = Internal::default();
         if self.algorithm.is_softmax() {
+            let shape = inputs[0].shape();
             let mask = match inputs.get(1) {
-                Some(m) => Some(self.mask(m, inputs[0].shape())?),
+                Some(m) => Some(self.mask_view(m, shape)?),
                 None => None,
             };
+            // Buffers reused from row to row.
+            let (mut biased, mut masked) = (Vec::with_capacity(c), vec![false; c]);
+            let mut scratch = Vec::with_capacity(c);
+            let params = RowParams::default();
+            let outer = &shape[..shape.len() - 1];
+            let mut index = vec![0usize; outer.len()];
             for (r, row) in q.chunks(c).enumerate() {
-                let (row, masked): (Vec<i64>, Vec<bool>) = match &mask {
-                    Some(m) => row
-                        .iter()
-                        .zip(&m[r * c..(r + 1) * c])
-                        .map(|(&v, b)| match b {
-                            Some(b) => (self.fixed.wrap(v as i128 + *b as i128), false),
-                            None => (0, true),
-                        })
-                        .unzip(),
-                    None => (row.to_vec(), vec![false; c]),
+                let row: &[i64] = match &mask {
+                    Some(m) => {
+                        let mut rem = r;
+                        for d in (0..outer.len()).rev() {
+                            index[d] = rem % outer[d];
+                            rem /= outer[d];
+                        }
+                        let base: usize = index.iter().zip(&m.strides).map(|(i, s)| i * s).sum();
+                        let step = m.strides[outer.len()];
+                        biased.clear();
+                        for (j, (&v, masked)) in row.iter().zip(masked.iter_mut()).enumerate() {
+                            let (v, is_masked) = match m.entries[base + j * step] {
+                                Some(b) => (self.fixed.wrap(v as i128 + b as i128), false),
+                                None => (0, true),
+                            };
+                            biased.push(v);
+                            *masked = is_masked;
+                        }
+                        &biased
+                    }
+                    None => row,
                 };
                 match &self.algorithm {
                     Algorithm::SigmaSoftmax(tables) => {
                         let (y, need) =
-                            softmax_row_traced(&row, &masked, tables, n, f).map_err(sigma_err)?;
+                            softmax_row_traced(row, &masked, tables, n, f).map_err(sigma_err)?;
                         internal.note(need, n);
                         out.extend(y);
                     }
-                    Algorithm::Float(k) => out.extend(
-                        float_fn::row(
-                            *k,
-                            self.fixed,
-                            self.rounding,
-                            &row,
-                            Some(&masked),
-                            &RowParams::default(),
-                        )
-                        .map_err(float_err)?,
-                    ),
+                    Algorithm::Float(k) => float_fn::row_into(
+                        *k,
+                        self.fixed,
+                        self.rounding,
+                        row,
+                        Some(&masked),
+                        &params,
+                        &mut scratch,
+                        &mut out,
+                    )
+                    .map_err(float_err)?,
                     _ => unreachable!("softmax algorithms only"),
                 }
             }
@@ -236,6 +304,7 @@ impl SufNonlinear {
                 gamma: gamma.iter().map(|&g| self.fixed.decode(g)).collect(),
                 beta: beta.iter().map(|&b| self.fixed.decode(b)).collect(),
             };
+            let mut scratch = Vec::with_capacity(c);
             for row in q.chunks(c) {
                 match &self.algorithm {
                     Algorithm::SigmaLayerNorm(rsqrt) => {
@@ -255,10 +324,17 @@ impl SufNonlinear {
                         internal.note(need, n);
                         out.extend(y);
                     }
-                    Algorithm::Float(k) => out.extend(
-                        float_fn::row(*k, self.fixed, self.rounding, row, None, &params)
-                            .map_err(float_err)?,
-                    ),
+                    Algorithm::Float(k) => float_fn::row_into(
+                        *k,
+                        self.fixed,
+                        self.rounding,
+                        row,
+                        None,
+                        &params,
+                        &mut scratch,
+                        &mut out,
+                    )
+                    .map_err(float_err)?,
                     _ => unreachable!("norm algorithms only"),
                 }
             }

@@ -4,6 +4,7 @@
 
 use crate::options::Emulation;
 use crate::stats;
+use std::borrow::Cow;
 use suf_fixed::{FixedPoint, Rounding};
 use tract_onnx::tract_hir::internal::*;
 
@@ -16,6 +17,18 @@ pub(crate) fn ring_values(
     node: &str,
     what: &str,
 ) -> TractResult<Vec<i64>> {
+    ring_values_cow(t, fixed, rounding, scale_bits, node, what).map(Cow::into_owned)
+}
+
+/// `ring_values`, borrowing an i64 input's storage instead of copying it.
+pub(crate) fn ring_values_cow<'t>(
+    t: &'t Tensor,
+    fixed: FixedPoint,
+    rounding: Rounding,
+    scale_bits: u32,
+    node: &str,
+    what: &str,
+) -> TractResult<Cow<'t, [i64]>> {
     let fail = |e: &dyn std::fmt::Display| {
         anyhow!("SUF node {node}: {what}: {e} (the fixed-point input must be finite)")
     };
@@ -25,7 +38,7 @@ pub(crate) fn ring_values(
                 scale_bits == fixed.frac_bits(),
                 "SUF node {node}: {what} is a ring tensor at scale f, expected a float at scale {scale_bits}"
             );
-            Ok(t.try_as_plain_ram()?.as_slice::<i64>()?.to_vec())
+            Ok(Cow::Borrowed(t.try_as_plain_ram()?.as_slice::<i64>()?))
         }
         DatumType::F32 if scale_bits == fixed.frac_bits() => {
             let plain = t.try_as_plain_ram()?;
@@ -34,17 +47,21 @@ pub(crate) fn ring_values(
             fixed
                 .encode_slice_f32(xs, rounding, &mut q)
                 .map_err(|e| fail(&e))?;
-            Ok(q.into_iter().map(|v| v as i64).collect())
+            Ok(Cow::Owned(q.into_iter().map(|v| v as i64).collect()))
         }
         DatumType::F32 | DatumType::F64 => {
             let t = t.cast_to::<f64>()?;
             let plain = t.try_as_plain_ram()?;
-            plain
-                .as_slice::<f64>()?
-                .iter()
-                .map(|&v| fixed.encode_at(v, rounding, scale_bits))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| fail(&e))
+            let xs = plain.as_slice::<f64>()?;
+            let mut q = Vec::with_capacity(xs.len());
+            for &v in xs {
+                q.push(
+                    fixed
+                        .encode_at(v, rounding, scale_bits)
+                        .map_err(|e| fail(&e))?,
+                );
+            }
+            Ok(Cow::Owned(q))
         }
         dt => bail!("SUF node {node}: {what} must be a ring (i64) or float tensor, got {dt:?}"),
     }

@@ -3,10 +3,11 @@
 //! exactly at 2f, the bias is added at 2f, the sum wraps to n bits and is truncated by
 //! `shift` bits (suf_fixed::matmul). The output is an i64 ring tensor.
 
-use super::ring_io::{record_output, ring_tensor, ring_values};
+use super::ring_io::{record_output, ring_tensor, ring_values, ring_values_cow};
 use super::{opt_int_attr, SufAttrs};
 use crate::options::Emulation;
 use crate::{stats, SUF_RING_MATMUL};
+use std::borrow::Cow;
 use std::sync::Arc;
 use suf_fixed::matmul::{ProductStats, RingMatMul, Strided};
 use suf_fixed::{pow2, FixedPoint, Rounding};
@@ -94,13 +95,13 @@ impl SufRingMatMul {
         })
     }
 
-    fn encode(&self, t: &Tensor, what: &str) -> TractResult<Vec<i64>> {
+    fn encode<'t>(&self, t: &'t Tensor, what: &str) -> TractResult<Cow<'t, [i64]>> {
         let f = self.fixed.frac_bits();
-        ring_values(t, self.fixed, self.encoding, f, &self.node, what)
+        ring_values_cow(t, self.fixed, self.encoding, f, &self.node, what)
     }
 
     fn encode_weights(&self, t: &Tensor) -> TractResult<Arc<(Vec<i64>, Vec<f64>)>> {
-        let q = self.encode(t, "operand B")?;
+        let q = self.encode(t, "operand B")?.into_owned();
         let f = q.iter().map(|&v| v as f64).collect();
         Ok(Arc::new((q, f)))
     }
@@ -148,12 +149,9 @@ impl EvalOp for SufRingMatMul {
             false,
         )?;
         let a = self.encode(&inputs[0], "operand A")?;
-        let (b, b_f64) = match &self.b_encoded {
-            Some(b) => (std::borrow::Cow::Borrowed(&b.0), Some(&b.1)),
-            None => (
-                std::borrow::Cow::Owned(self.encode(&inputs[1], "operand B")?),
-                None,
-            ),
+        let (b, b_f64): (Cow<[i64]>, _) = match &self.b_encoded {
+            Some(b) => (Cow::Borrowed(&b.0[..]), Some(&b.1[..])),
+            None => (self.encode(&inputs[1], "operand B")?, None),
         };
         let bias = match inputs.get(2) {
             Some(t) => {
@@ -196,6 +194,28 @@ impl EvalOp for SufRingMatMul {
         let count: usize = batch.iter().product();
         let mut out = vec![0i64; count * m * n];
         let mut total = ProductStats::default();
+        // B shared by every batch element (the weights): A's batch is contiguous, so the
+        // whole batch is one product of count * m rows. Every element is the same exact
+        // integer either way (suf_fixed::matmul is exact on both of its paths).
+        let (count, m) = if count > 1 && b_strides.iter().all(|&s| s == 0) {
+            (1, count * m)
+        } else {
+            (count, m)
+        };
+        let (batch, a_strides, b_strides) = if count == 1 {
+            (vec![], vec![], vec![])
+        } else {
+            (batch, a_strides, b_strides)
+        };
+        // Both operands as f64 once for the whole batch, when the f64 GEMM is exact for
+        // every batch element (otherwise `run_with` decides, and converts, per element).
+        let max_abs = |q: &[i64]| q.iter().fold(0u64, |m, v| m.max(v.unsigned_abs()));
+        let exact = (max_abs(&a) as u128) * (max_abs(&b) as u128) * (k as u128) < 1u128 << 53;
+        let a_f64: Option<Vec<f64>> =
+            (exact && count > 1).then(|| a.iter().map(|&v| v as f64).collect());
+        let b_converted: Option<Vec<f64>> =
+            (exact && count > 1 && b_f64.is_none()).then(|| b.iter().map(|&v| v as f64).collect());
+        let b_f64 = b_f64.or(b_converted.as_deref());
         let mut index = vec![0usize; batch.len()];
         for (bi, chunk) in out.chunks_mut(m * n).enumerate() {
             let mut rem = bi;
@@ -206,6 +226,7 @@ impl EvalOp for SufRingMatMul {
             let a_off: usize = index.iter().zip(&a_strides).map(|(i, s)| i * s).sum();
             let b_off: usize = index.iter().zip(&b_strides).map(|(i, s)| i * s).sum();
             let b_f = b_f64.map(|bf| &bf[b_off..b_off + k * n]);
+            let a_f = a_f64.as_ref().map(|af| &af[a_off..a_off + m * k]);
             let av = Strided {
                 data: &a[a_off..a_off + m * k],
                 rows: m,
@@ -231,7 +252,7 @@ impl EvalOp for SufRingMatMul {
                 }
             };
             let stats = op
-                .run(av, bv, b_f, bias.as_deref(), chunk)
+                .run_with(av, bv, a_f, b_f, bias.as_deref(), chunk)
                 .map_err(|e| anyhow!("SUF node {}: {e}", self.node))?;
             total.merge(stats);
         }
