@@ -69,10 +69,16 @@ fn remove_passthrough(graph: &mut GraphProto) -> usize {
         }
         !passthrough
     });
+    // At most one step per removed node: a cycle of Identities (a -> b -> a, found by the
+    // fuzz campaign) would otherwise loop for ever. It stops at some name of the cycle, which
+    // no node produces any more, so loading fails with an error naming it.
     let resolve = |name: &str| {
         let mut name = name.to_string();
-        while let Some(next) = rename.get(&name) {
-            name = next.clone();
+        for _ in 0..rename.len() {
+            match rename.get(&name) {
+                Some(next) => name.clone_from(next),
+                None => break,
+            }
         }
         name
     };
@@ -152,6 +158,22 @@ mod tests {
         assert_eq!(g.node[0].input, ["x", "x"]);
         assert_eq!(g.node[1].input[1], "x");
         assert_eq!(g.node[1].output[0], "cube");
+    }
+
+    #[test]
+    fn an_identity_cycle_ends_instead_of_looping() {
+        // Fuzz finding: a -> b -> a made the rename walk loop for ever.
+        let mut b = GraphBuilder::new("n");
+        b.input_f32("x", &[4]);
+        b.node("Identity", &["b"], &["a"]);
+        b.node("Identity", &["a"], &["b"]);
+        b.node("Add", &["x", "a"], &["y"]);
+        b.output("y");
+        let mut g = b.build().graph.unwrap();
+        normalize(&mut g);
+        let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Add"]);
+        assert!(["a", "b"].contains(&g.node[0].input[1].as_str()));
     }
 
     #[test]

@@ -117,6 +117,25 @@ pub fn check_graph(g: &GraphProto) -> Result<()> {
                 n.input
             );
         }
+        // No tensor has more than a few dozen axes; tract's shape inference loops up to an
+        // axis attribute's value (found by the fuzz campaign: LayerNormalization with
+        // axis = 2^62 hung type inference), so a huge one is refused here.
+        for a in n
+            .attribute
+            .iter()
+            .filter(|a| a.name == "axis" || a.name == "axes")
+        {
+            if let Some(v) = std::iter::once(a.i)
+                .chain(a.ints.iter().copied())
+                .find(|v| v.unsigned_abs() > MAX_RANK)
+            {
+                bail!(
+                    "node {label} ({}) has {} = {v}: no tensor has that many axes",
+                    n.op_type,
+                    a.name
+                );
+            }
+        }
         if n.op_type == "Constant" {
             for a in &n.attribute {
                 if let Some(t) = &a.t {
@@ -142,6 +161,9 @@ pub fn check_graph(g: &GraphProto) -> Result<()> {
     }
     Ok(())
 }
+
+/// The largest |axis| an attribute may name.
+const MAX_RANK: u64 = 64;
 
 #[cfg(test)]
 mod tests {
