@@ -56,7 +56,8 @@ pub fn carried_max(level: Emulation) -> f64 {
     f64::from_bits(slot(level).load(Ordering::Relaxed))
 }
 
-pub(crate) fn note_carried(level: Emulation, max_abs: f64) {
+/// Folds a SUF node's carried maximum in (public for the GPU ops, which record as the CPU ops do).
+pub fn note_carried(level: Emulation, max_abs: f64) {
     slot(level).fetch_max(max_abs.abs().to_bits(), Ordering::Relaxed);
 }
 static STATS: Mutex<BTreeMap<String, NodeStats>> = Mutex::new(BTreeMap::new());
@@ -79,8 +80,8 @@ pub fn take() -> BTreeMap<String, NodeStats> {
     std::mem::take(&mut *STATS.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// Folds one evaluation's numbers into the node's record.
-pub(crate) fn record(node: &str, update: impl FnOnce(&mut NodeStats)) {
+/// Folds one evaluation's numbers into the node's record (the CPU ops and the GPU ops alike).
+pub fn record(node: &str, update: impl FnOnce(&mut NodeStats)) {
     let mut map = STATS.lock().unwrap_or_else(|e| e.into_inner());
     update(map.entry(node.to_string()).or_default());
 }

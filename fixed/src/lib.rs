@@ -238,7 +238,9 @@ impl FixedPoint {
                 Rounding::Trunc => xs.iter_mut().for_each(|x| {
                     let v = *x * s;
                     let f = floor_magic32(v.abs());
-                    *x = if v < 0.0 { -f } else { f } * inv
+                    // + 0.0: a negative value truncated to 0 is +0, as decode(0) is (and
+                    // the GPU kernel's); -0 would differ in its bits.
+                    *x = (if v < 0.0 { -f } else { f } + 0.0) * inv
                 }),
             }
             return Ok(());
@@ -251,11 +253,8 @@ impl FixedPoint {
             Rounding::Floor => self.quantize_fast(xs, floor_magic),
             Rounding::Trunc => self.quantize_fast(xs, |v| {
                 let f = floor_magic(v.abs());
-                if v < 0.0 {
-                    -f
-                } else {
-                    f
-                }
+                // + 0.0: truncation to 0 gives +0 (see above).
+                (if v < 0.0 { -f } else { f }) + 0.0
             }),
         }
         Ok(())

@@ -11,8 +11,9 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde::Serialize;
 
+use crate::device::Device;
 use crate::engine::{embedding_rows, Engine, TokenBatch};
-use crate::{report, suf, sysinfo};
+use crate::{device_check, report, suf, sysinfo};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,6 +52,14 @@ pub struct BenchArgs {
     /// After timing, print each graph's time per tract op (one extra run per graph)
     #[arg(long)]
     profile: bool,
+    /// Where the graphs run: cpu (tract) or cuda (tract-cuda on an NVIDIA GPU)
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Instead of timing: run one batch of every graph on the CPU and on the GPU and compare
+    /// every SUF tensor bit for bit (exit 1 on a difference at levels ring/sigma or on a
+    /// prediction that differs)
+    #[arg(long)]
+    compare_devices: bool,
     #[arg(long)]
     out_json: PathBuf,
 }
@@ -67,6 +76,9 @@ pub struct Timing {
     pub examples_per_s: f64,
     /// Median over rounds of (this graph's time / the float graph's time in the same round).
     pub over_float: Option<f64>,
+    /// cuda plans: where the graph's nodes ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<suf_gpu::Placement>,
 }
 
 #[derive(Debug, Serialize)]
@@ -75,12 +87,87 @@ pub struct BenchReport {
     pub git_commit: String,
     pub machine: String,
     pub threads: usize,
+    pub device: String,
     pub model: String,
     pub name: String,
     pub n_bits: u32,
     pub frac_bits: u32,
     pub command: String,
     pub timings: Vec<Timing>,
+}
+
+#[derive(Debug, Serialize)]
+struct CompareReport {
+    tool: String,
+    git_commit: String,
+    machine: String,
+    model: String,
+    name: String,
+    n_bits: u32,
+    frac_bits: u32,
+    batch: usize,
+    seq_len: usize,
+    command: String,
+    passed: bool,
+    graphs: Vec<device_check::GraphComparison>,
+}
+
+/// `--compare-devices`: the first batch size, every graph, CPU against cuda.
+fn compare_devices(
+    args: &BenchArgs,
+    framework: &tract_onnx::Onnx,
+    graphs: &[(String, suf_compiler::ModelProto)],
+    dir: Option<&std::path::Path>,
+    vocab: i64,
+) -> Result<()> {
+    let batch = args.batch[0];
+    let tb = inputs(batch, args.seq_len, vocab);
+    let mut out = Vec::new();
+    for (name, model) in graphs {
+        let exact = name == "ring" || name == "sigma";
+        let c = device_check::compare(name, framework, model, dir, &tb, exact)?;
+        eprintln!(
+            "{name:>8}: {} SUF tensors ({} elements), {} differ; logits {} (max |diff| {:.3e}); {} of {} predictions differ: {}",
+            c.tensors,
+            c.elements,
+            c.differing.len(),
+            if c.logits_equal { "bit-identical" } else { "differ" },
+            c.logits_max_abs_diff,
+            c.prediction_flips,
+            c.rows,
+            if c.passed() { "ok" } else { "FAILED" }
+        );
+        for d in c.differing.iter().take(5) {
+            eprintln!("          {d}");
+        }
+        out.push(c);
+    }
+    let passed = out.iter().all(|c| c.passed());
+    let report = CompareReport {
+        tool: format!("suf-bench {}", env!("CARGO_PKG_VERSION")),
+        git_commit: sysinfo::git_commit(),
+        machine: sysinfo::machine(),
+        model: args.model.display().to_string(),
+        name: args
+            .name
+            .clone()
+            .unwrap_or_else(|| args.model.display().to_string()),
+        n_bits: args.n_bits,
+        frac_bits: args.frac_bits,
+        batch,
+        seq_len: args.seq_len,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        passed,
+        graphs: out,
+    };
+    report::write_atomic(&args.out_json, &serde_json::to_vec_pretty(&report)?)?;
+    if !passed {
+        bail!(
+            "the CPU and cuda results differ (see {})",
+            args.out_json.display()
+        );
+    }
+    Ok(())
 }
 
 pub fn main() -> i32 {
@@ -139,6 +226,8 @@ fn run(args: &BenchArgs) -> Result<()> {
             );
         }
     }
+    let device: Device = args.device.parse()?;
+    device.check()?;
     let proto = suf::load_model(&args.model)?;
     // Token ids must come from the model's own vocabulary; a guess could index past it.
     let vocab = embedding_rows(&proto).with_context(|| {
@@ -156,6 +245,9 @@ fn run(args: &BenchArgs) -> Result<()> {
             .with_context(|| format!("compiling for {level}"))?;
         eprintln!("compiled {level} in {:.1} s", t0.elapsed().as_secs_f64());
         graphs.push((level.clone(), m));
+    }
+    if args.compare_devices {
+        return compare_devices(args, &framework, &graphs, dir, vocab);
     }
     if args.breakdown {
         let fixed = suf_compiler::FixedPoint::new(args.n_bits, args.frac_bits)?;
@@ -175,8 +267,14 @@ fn run(args: &BenchArgs) -> Result<()> {
         let mut engines = Vec::with_capacity(graphs.len());
         for (name, model) in &graphs {
             let t0 = Instant::now();
-            let engine = Engine::new(&framework, model, dir, batch, args.seq_len)
+            let engine = Engine::new_on(device, &framework, model, dir, batch, args.seq_len)
                 .with_context(|| format!("{name} graph"))?;
+            if let Some(p) = &engine.placement {
+                eprintln!("{name} graph on cuda: {}", p.summary());
+                if let Some(w) = p.warning() {
+                    eprintln!("{name} graph: {w}");
+                }
+            }
             engines.push((name, engine, t0.elapsed().as_secs_f64()));
         }
         let mut runs = vec![Vec::with_capacity(args.iters); engines.len()];
@@ -203,7 +301,7 @@ fn run(args: &BenchArgs) -> Result<()> {
                 }
             }
         }
-        for (k, (name, _, prepare_s)) in engines.iter().enumerate() {
+        for (k, (name, engine, prepare_s)) in engines.iter().enumerate() {
             let median = median(&runs[k]);
             let over_float = (k > 0).then(|| {
                 let ratios: Vec<f64> = runs[k].iter().zip(&runs[0]).map(|(a, f)| a / f).collect();
@@ -225,6 +323,7 @@ fn run(args: &BenchArgs) -> Result<()> {
                 runs_ms: runs[k].clone(),
                 examples_per_s: batch as f64 / (median / 1e3),
                 over_float,
+                placement: engine.placement.clone(),
             });
         }
     }
@@ -233,6 +332,7 @@ fn run(args: &BenchArgs) -> Result<()> {
         git_commit: sysinfo::git_commit(),
         machine: sysinfo::machine(),
         threads: 1,
+        device: device.to_string(),
         model: args.model.display().to_string(),
         name: args
             .name

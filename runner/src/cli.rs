@@ -89,7 +89,9 @@ struct RunArgs {
     /// Markdown report in the Table 4 layout
     #[arg(long)]
     out_md: Option<PathBuf>,
-    /// Execution device; only "cpu" exists (default: the config's default_device)
+    /// Where the graphs run: cpu (tract) or cuda (tract-cuda on an NVIDIA GPU; SUF nodes
+    /// without a GPU kernel run on the CPU and are reported) (default: the config's
+    /// default_device)
     #[arg(long)]
     device: Option<String>,
     /// Evaluate only the first N examples of every row
@@ -157,6 +159,9 @@ enum Command {
         /// Error-by-layer plot
         #[arg(long)]
         out_svg: Option<PathBuf>,
+        /// Where the graphs run: cpu or cuda (default: the config's default_device)
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Combine shard reports (`--shard K/N` runs) into the report a single run gives
     Merge {
@@ -238,6 +243,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             out_json,
             out_md,
             out_svg,
+            device,
         }) => {
             if examples == 0 {
                 bail!("--examples must be at least 1");
@@ -256,6 +262,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 out_json,
                 out_md,
                 out_svg,
+                device,
             })?;
             eprintln!(
                 "diagnosed {} SUF nodes of {} ({}, n_bits={}) on {} examples: {} overflowed",

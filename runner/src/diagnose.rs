@@ -24,6 +24,8 @@ pub struct DiagnoseOptions {
     pub out_json: PathBuf,
     pub out_md: Option<PathBuf>,
     pub out_svg: Option<PathBuf>,
+    /// cpu or cuda; None: the config's default_device.
+    pub device: Option<String>,
 }
 
 /// One SUF node's record.
@@ -121,7 +123,14 @@ pub fn diagnose(opts: &DiagnoseOptions) -> Result<Diagnosis> {
     let probes: Vec<String> = nodes.iter().map(|n| n.tensor.clone()).collect();
     let framework = suf::framework();
     let dir = model_path.parent();
-    let float = Engine::with_probes(
+    let device: crate::device::Device = opts
+        .device
+        .as_deref()
+        .unwrap_or(&global.default_device)
+        .parse()?;
+    device.check()?;
+    let float = Engine::with_probes_on(
+        device,
         &framework,
         &normalized,
         dir,
@@ -130,8 +139,16 @@ pub fn diagnose(opts: &DiagnoseOptions) -> Result<Diagnosis> {
         &float_probes,
     )
     .context("float graph")?;
-    let fixed = Engine::with_probes(&framework, &rewritten, dir, 1, global.seq_len, &probes)
-        .with_context(|| format!("SUF graph ({})", opts.level))?;
+    let fixed = Engine::with_probes_on(
+        device,
+        &framework,
+        &rewritten,
+        dir,
+        1,
+        global.seq_len,
+        &probes,
+    )
+    .with_context(|| format!("SUF graph ({})", opts.level))?;
 
     let mut acc: Vec<ErrorAcc> = vec![ErrorAcc::default(); nodes.len()];
     suf_compiler::stats::set_enabled(true);

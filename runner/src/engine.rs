@@ -10,6 +10,7 @@ use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
+use crate::device::Device;
 use crate::logit_slots;
 
 /// A model input the runner knows how to fill.
@@ -73,6 +74,9 @@ pub struct Engine {
     /// (`output_shape` is then [batch, W, vocab]); None when logits cover every position.
     pub logit_width: Option<usize>,
     pub times: BuildTimes,
+    pub device: Device,
+    /// cuda plans: where each node runs (every node on the CPU and every copy, reported).
+    pub placement: Option<suf_gpu::Placement>,
 }
 
 /// The output to score: the one named `logits`; a model's only output otherwise (with a
@@ -108,6 +112,18 @@ impl Engine {
         Self::with_probes(framework, proto, model_dir, batch, seq_len, &[])
     }
 
+    /// `new` on a chosen device.
+    pub fn new_on(
+        device: Device,
+        framework: &tract_onnx::Onnx,
+        proto: &ModelProto,
+        model_dir: Option<&std::path::Path>,
+        batch: usize,
+        seq_len: usize,
+    ) -> Result<Self> {
+        Self::with_probes_on(device, framework, proto, model_dir, batch, seq_len, &[])
+    }
+
     /// Like `new`, and also returns the named intermediate tensors after the logits
     /// (`run_all`), for per-node diagnostics.
     pub fn with_probes(
@@ -118,10 +134,31 @@ impl Engine {
         seq_len: usize,
         probes: &[String],
     ) -> Result<Self> {
+        Self::with_probes_on(
+            Device::Cpu,
+            framework,
+            proto,
+            model_dir,
+            batch,
+            seq_len,
+            probes,
+        )
+    }
+
+    /// `with_probes` on a chosen device.
+    pub fn with_probes_on(
+        device: Device,
+        framework: &tract_onnx::Onnx,
+        proto: &ModelProto,
+        model_dir: Option<&std::path::Path>,
+        batch: usize,
+        seq_len: usize,
+        probes: &[String],
+    ) -> Result<Self> {
         // tract asserts rather than errs on some graphs it cannot optimise (SPEC section 7:
         // an EinSum rank assertion): that is an error about this graph, not a crash.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Self::build(framework, proto, model_dir, batch, seq_len, probes)
+            Self::build(device, framework, proto, model_dir, batch, seq_len, probes)
         }))
         .map_err(|p| {
             anyhow!(
@@ -132,6 +169,7 @@ impl Engine {
     }
 
     fn build(
+        device: Device,
         framework: &tract_onnx::Onnx,
         proto: &ModelProto,
         model_dir: Option<&std::path::Path>,
@@ -241,7 +279,13 @@ impl Engine {
                 "logits at {w} positions per example have shape {output_shape:?}, expected [{batch}, {w}, vocab]"
             );
         }
-        let plan = optimized.into_runnable()?;
+        let (plan, placement) = match device {
+            Device::Cpu => (optimized.into_runnable()?, None),
+            Device::Cuda => {
+                let (plan, placement) = suf_gpu::prepare(optimized)?;
+                (plan, Some(placement))
+            }
+        };
         Ok(Engine {
             plan,
             inputs,
@@ -255,6 +299,8 @@ impl Engine {
                 parse: parse_time,
                 optimise: t0.elapsed(),
             },
+            device,
+            placement,
         })
     }
 

@@ -5,6 +5,8 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod device;
+pub mod device_check;
 pub mod diagnose;
 pub mod diagnose_render;
 pub mod engine;

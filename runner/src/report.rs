@@ -146,6 +146,10 @@ pub struct GraphPhases {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compile_s: Option<f64>,
     pub optimise_s: f64,
+    /// `--device cuda`: where the graph's nodes ran (CPU nodes, SUF nodes on the CPU,
+    /// host/device copies per run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<suf_gpu::Placement>,
 }
 
 impl Phases {

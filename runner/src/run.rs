@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cache::GraphCache;
 use crate::config::{Family, LoadedConfig, MissingModel, Row};
 use crate::data;
+use crate::device::Device;
 use crate::engine::Engine;
 use crate::evaluate::{self, Prediction};
 use crate::hash;
@@ -65,13 +66,12 @@ pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
         full_logits: opts.full_logits || global.full_logits,
         ..opts.clone()
     };
-    let device = opts
+    let device: Device = opts
         .device
-        .clone()
-        .unwrap_or_else(|| global.default_device.clone());
-    if device != "cpu" {
-        bail!("device \"{device}\" is not supported: suf-run evaluates with tract on the CPU only (use --device cpu)");
-    }
+        .as_deref()
+        .unwrap_or(&global.default_device)
+        .parse()?;
+    device.check()?;
     for level in &opts.emulation {
         if !suf::LEVELS.contains(&level.as_str()) {
             bail!(
@@ -132,7 +132,7 @@ pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
             started: sysinfo::now_rfc3339(),
             finished: None,
             complete: false,
-            device,
+            device: device.to_string(),
             seed: opts.seed.unwrap_or(global.seed),
             max_examples: opts.max_examples.or(global.max_examples),
             batch_size,
@@ -153,6 +153,7 @@ pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
         seed: report.meta.seed,
         max_examples: report.meta.max_examples,
         cache_dir: opts.cache_dir.clone().or_else(|| global.cache_dir.clone()),
+        device,
     };
     let mut predictions: Vec<RowPredictions> = Vec::new();
     let mut rss = sysinfo::PeakRss::default();
@@ -344,6 +345,7 @@ struct RowContext<'a> {
     seed: u64,
     max_examples: Option<usize>,
     cache_dir: Option<PathBuf>,
+    device: Device,
 }
 
 impl RowContext<'_> {
@@ -387,6 +389,9 @@ impl RowContext<'_> {
             "find_min_bits": self.opts.find_min_bits,
             // Another logit layout is another float GEMM (row count) and another graph.
             "full_logits": self.opts.full_logits,
+            // Float logits differ between devices by float rounding: another device is
+            // other code, never a reused row.
+            "device": self.device.as_str(),
         });
         Ok(hash::sha256_hex(key.to_string().as_bytes()))
     }
@@ -569,8 +574,15 @@ impl RowContext<'_> {
         // Always the configured batch (short batches are padded): a shard then computes each
         // example with exactly the kernels a single run uses, so merged numbers match bit for bit.
         let batch = self.batch_size;
-        let float = Engine::new(&framework, &suf::normalized(&proto), dir, batch, seq_len)
-            .context("float graph")?;
+        let float = Engine::new_on(
+            self.device,
+            &framework,
+            &suf::normalized(&proto),
+            dir,
+            batch,
+            seq_len,
+        )
+        .context("float graph")?;
         record_build(phases, "float", None, &float);
         notes.extend(float.notes.iter().cloned());
         if row.family == Family::BertSeqCls {
@@ -599,7 +611,7 @@ impl RowContext<'_> {
                 level,
             )?;
             let compile_time = t_compile.elapsed();
-            let engine = Engine::new(&framework, &rewritten, dir, batch, seq_len)
+            let engine = Engine::new_on(self.device, &framework, &rewritten, dir, batch, seq_len)
                 .with_context(|| format!("SUF graph ({level})"))?;
             record_build(phases, level, Some(compile_time), &engine);
             suf_engines.push((level.clone(), engine));
@@ -726,8 +738,15 @@ fn record_build(phases: &mut Phases, graph: &str, compile: Option<Duration>, eng
             load_s: parse,
             compile_s: compile,
             optimise_s: optimise,
+            placement: engine.placement.clone(),
         },
     );
+    if let Some(p) = &engine.placement {
+        eprintln!("{graph} graph on cuda: {}", p.summary());
+        if let Some(w) = p.warning() {
+            eprintln!("{graph} graph: {w}");
+        }
+    }
 }
 
 fn max_token_id(inputs: &Inputs) -> Option<i64> {

@@ -1,0 +1,126 @@
+//! The second translation of a cuda plan: tract-cuda has placed every op it knows on the
+//! device and left the SUF ops on the CPU between copies; this pass puts the SUF ops that
+//! have a kernel on the device too, adding the copies the new placement needs. tract-gpu's
+//! `rewire_syncs` then removes the copy pairs (to host, straight back) that it leaves.
+
+use std::collections::HashMap;
+
+use suf_compiler::tract_ops::{SufQuantize, SufQuantizeBias};
+use tract_core::internal::*;
+use tract_core::model::translator::Translate;
+use tract_core::ops::element_wise::ElementWiseOp;
+use tract_gpu::fact::DeviceTypedFactExt;
+use tract_gpu::sync::{DeviceSync, DeviceSyncKind};
+
+use crate::quantize::GpuSufQuantize;
+
+/// The device op for a node, when one exists for its op and input types.
+pub fn gpu_op_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Box<dyn TypedOp>>> {
+    let facts = model.node_input_facts(node.id)?;
+    let all_f32 = facts.iter().all(|f| f.datum_type == DatumType::F32);
+    if let Some(ew) = node.op_as::<ElementWiseOp>() {
+        if let Some(q) = ew.0.downcast_ref::<SufQuantize>() {
+            if all_f32 && facts.len() == 1 {
+                return Ok(Some(Box::new(GpuSufQuantize {
+                    quantize: q.clone(),
+                    bias: false,
+                })));
+            }
+        }
+    }
+    if let Some(qb) = node.op_as::<SufQuantizeBias>() {
+        if all_f32 && facts.len() == 2 {
+            return Ok(Some(Box::new(GpuSufQuantize {
+                quantize: qb.0.clone(),
+                bias: true,
+            })));
+        }
+    }
+    Ok(None)
+}
+
+#[derive(Debug, Default)]
+pub struct SufGpuTranslate;
+
+fn on_device(fact: &TypedFact) -> bool {
+    fact.as_device_fact().is_some()
+}
+
+impl SufGpuTranslate {
+    /// Maps the node's inputs, adding a copy of `kind` where an input is not where the node
+    /// reads it.
+    fn wire_inputs(
+        node: &TypedNode,
+        target: &mut TypedModel,
+        mapping: &HashMap<OutletId, OutletId>,
+        wants_device: impl Fn(usize) -> TractResult<bool>,
+    ) -> TractResult<TVec<OutletId>> {
+        let mut inputs = tvec![];
+        for (ix, input) in node.inputs.iter().enumerate() {
+            let mapped = mapping[input];
+            let is_device = on_device(target.outlet_fact(mapped)?);
+            let want = wants_device(ix)?;
+            let outlet = if want && !is_device {
+                target.wire_node(
+                    format!("{}.suf-to-device-{ix}", node.name),
+                    DeviceSync::new(DeviceSyncKind::ToDevice),
+                    &[mapped],
+                )?[0]
+            } else if !want && is_device {
+                target.wire_node(
+                    format!("{}.suf-to-host-{ix}", node.name),
+                    DeviceSync::new(DeviceSyncKind::ToHost),
+                    &[mapped],
+                )?[0]
+            } else {
+                mapped
+            };
+            inputs.push(outlet);
+        }
+        Ok(inputs)
+    }
+
+    /// Translates the model and brings every output that is now on the device back to the
+    /// host, where the runner reads it.
+    pub fn translate(&self, source: &TypedModel) -> TractResult<TypedModel> {
+        let mut target = self.translate_model(source)?;
+        for ix in 0..target.outputs.len() {
+            let outlet = target.outputs[ix];
+            let source_fact = source.outlet_fact(source.outputs[ix])?;
+            if on_device(target.outlet_fact(outlet)?) && !on_device(source_fact) {
+                let label = target.outlet_label(outlet).map(str::to_string);
+                let synced = target.wire_node(
+                    format!("suf-output-{ix}.to-host"),
+                    DeviceSync::new(DeviceSyncKind::ToHost),
+                    &[outlet],
+                )?[0];
+                if let Some(label) = label {
+                    target.set_outlet_label(synced, label)?;
+                }
+                target.outputs[ix] = synced;
+            }
+        }
+        Ok(target)
+    }
+}
+
+impl Translate<TypedFact, Box<dyn TypedOp>, TypedFact, Box<dyn TypedOp>> for SufGpuTranslate {
+    fn translate_node(
+        &self,
+        source: &TypedModel,
+        node: &TypedNode,
+        target: &mut TypedModel,
+        mapping: &HashMap<OutletId, OutletId>,
+    ) -> TractResult<TVec<OutletId>> {
+        if let Some(op) = gpu_op_for(source, node)? {
+            let inputs = Self::wire_inputs(node, target, mapping, |_| Ok(true))?;
+            return target.wire_node(&node.name, op, &inputs);
+        }
+        // Every other node reads its inputs where it read them before this pass: a CPU op
+        // (or a copy to the device) whose producer moved to the device gets a copy back.
+        let inputs = Self::wire_inputs(node, target, mapping, |ix| {
+            Ok(on_device(source.outlet_fact(node.inputs[ix])?))
+        })?;
+        target.wire_node(&node.name, node.op.clone(), &inputs)
+    }
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The GPU checks of `--device cuda` (issue 12), for a machine with an NVIDIA GPU; never in CI.
+#   1. bit-identity: every graph (float and levels output, ring, sigma) of the test fixtures
+#      and of random-weight BERT-base / GPT-2 runs one batch on the CPU and on the GPU, and
+#      every SUF tensor is compared bit for bit (`suf-bench --compare-devices`; exit 1 on a
+#      difference at levels ring/sigma or on a differing prediction);
+#   2. speed: `suf-bench --device cuda` at batch 8 and 64 (float and every level), with the
+#      placement of every node (what stayed on the CPU, copies per run) in the JSON.
+# Usage: bash scripts/gpu_check.sh OUT_DIR [SUF_BENCH]   (default target/release/suf-bench)
+# Env: MODEL_DIR (random exports, default models), ARCHS (default "bert-base gpt2"),
+#      N_BITS (default 50), ITERS (default 5).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$1
+bench=${2:-target/release/suf-bench}
+mkdir -p "$out"
+log="$out/gpu_check.log"
+: > "$log"
+say() { echo "$*" | tee -a "$log"; }
+
+# tract-cuda opens libcuda, NVRTC, cuBLAS and cuDNN at run time: on a machine with PyTorch
+# they come from the nvidia-* pip packages; a CUDA toolkit's lib64 is added when present.
+libdirs=$(python3 - <<'PY'
+import glob, os, site
+roots = site.getsitepackages() + [site.getusersitepackages()]
+print(":".join(sorted({d for r in roots for d in glob.glob(os.path.join(r, "nvidia", "*", "lib"))})))
+PY
+)
+for cuda in "${CUDA_HOME:-}" /usr/local/cuda; do
+  if [ -n "$cuda" ] && [ -d "$cuda/lib64" ]; then
+    export CUDA_HOME=$cuda
+    libdirs="$libdirs:$cuda/lib64"
+    break
+  fi
+done
+export LD_LIBRARY_PATH="$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+say "# $(date -u +%FT%TZ) $("$bench" --version)"
+say "# command: bash scripts/gpu_check.sh $*"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$log"
+n=${N_BITS:-50}
+status=0
+
+say "## 1. CPU vs cuda, bit for bit"
+for m in tests/fixtures/*.onnx; do
+  name=$(basename "$m" .onnx)
+  say "### $name"
+  "$bench" --model "$m" --name "$name" --levels output,ring,sigma --batch 2 --seq-len 16 \
+    --n-bits "$n" --compare-devices --out-json "$out/compare-$name.json" 2>&1 | tee -a "$log" \
+    || status=1
+done
+models=${MODEL_DIR:-models}
+mkdir -p "$models"
+for arch in ${ARCHS:-bert-base gpt2}; do
+  model="$models/random-$arch.onnx"
+  [ -f "$model" ] || python3 scripts/export_onnx.py --random-arch "$arch" --out "$model" 2>&1 | grep -i random | tee -a "$log"
+  say "### random $arch"
+  "$bench" --model "$model" --name "$arch" --levels output,ring,sigma --batch 8 --seq-len 128 \
+    --n-bits "$n" --compare-devices --out-json "$out/compare-$arch.json" 2>&1 | tee -a "$log" \
+    || status=1
+done
+
+say "## 2. speed on cuda"
+# Level output at the batch sizes a GPU wants; ring and sigma (whose SUF ops without a kernel
+# run on the CPU, see the placement) at batch 8 only.
+for arch in ${ARCHS:-bert-base gpt2}; do
+  model="$models/random-$arch.onnx"
+  "$bench" --model "$model" --name "$arch" --device cuda --levels output \
+    --batch 8,64 --seq-len 128 --warmup 1 --iters "${ITERS:-5}" --n-bits "$n" \
+    --out-json "$out/bench-$arch-output.json" 2>&1 | tee -a "$log" || status=1
+  "$bench" --model "$model" --name "$arch" --device cuda --levels ring,sigma \
+    --batch 8 --seq-len 128 --warmup 1 --iters 2 --n-bits "$n" \
+    --out-json "$out/bench-$arch-ring-sigma.json" 2>&1 | tee -a "$log" || status=1
+done
+say "# exit $status"
+exit $status
