@@ -12,7 +12,7 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,8 +46,14 @@ impl Rng {
     }
 }
 
+/// The fixtures: `SUF_FIXTURES_DIR` when set (a prebuilt test binary run on another
+/// machine, where the checkout path baked in at compile time does not exist), else the
+/// checkout's tests/fixtures.
 fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    match std::env::var_os("SUF_FIXTURES_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
+    }
 }
 
 /// The fixtures with their vocabulary-sized dimensions cut to 96 rows, so one input costs
@@ -56,8 +62,9 @@ fn fixtures_dir() -> PathBuf {
 /// output width only changes the logits).
 fn corpus() -> Vec<(String, ModelProto, Vec<u8>)> {
     let mut out = vec![];
-    let mut names: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
-        .unwrap()
+    let dir = fixtures_dir();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("fixtures {}: {e} (set SUF_FIXTURES_DIR)", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
         .collect();
@@ -335,6 +342,9 @@ thread_local! {
     static LAST_LOCATION: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
+/// The one (seed, index) that hangs on purpose, for `a_hang_is_a_finding`.
+const HANG_PROBE: (u64, u64) = (u64::MAX, 2);
+
 /// Runs input `index` of `seed`; a panic anywhere is returned as a finding.
 fn one_input(
     corpus: &[(String, ModelProto, Vec<u8>)],
@@ -342,6 +352,12 @@ fn one_input(
     index: u64,
     tally: &Tally,
 ) -> Result<(), (&'static str, String)> {
+    if (seed, index) == HANG_PROBE {
+        // The watchdog's own test: this input never finishes.
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     let mut rng = Rng::new(seed, index);
     let (_, model, bytes) = &corpus[rng.below(corpus.len())];
     tally.inputs.fetch_add(1, Ordering::Relaxed);
@@ -415,17 +431,44 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// How long one input may run before the watchdog records it as a hang
+/// (`SUF_FUZZ_INPUT_TIMEOUT` seconds, default 20; a normal input takes milliseconds).
+fn input_timeout() -> Duration {
+    Duration::from_secs(env_u64("SUF_FUZZ_INPUT_TIMEOUT", 20).max(1))
+}
+
+/// What one worker is doing: the input it started and when (None: between inputs).
+type Slot = Mutex<Option<(u64, Instant)>>;
+
 /// Runs inputs `0..inputs` of `seed` (or until `budget` runs out) on `threads` threads.
+///
+/// A watchdog checks every worker: an input still running after `timeout` is a finding
+/// ("hang", with its seed and index), its worker is abandoned (a thread cannot be killed;
+/// it is never joined) and a fresh worker takes its place, so a hang is reported instead of
+/// stalling the campaign. After `max_hangs` hangs no new input is started.
 fn campaign(
     seed: u64,
     inputs: u64,
     budget: Option<Duration>,
     threads: usize,
 ) -> (Vec<Finding>, Tally) {
+    let progress = env_u64("SUF_FUZZ_PROGRESS_SECONDS", 0);
+    campaign_with(seed, inputs, budget, threads, input_timeout(), progress)
+}
+
+fn campaign_with(
+    seed: u64,
+    inputs: u64,
+    budget: Option<Duration>,
+    threads: usize,
+    timeout: Duration,
+    progress: u64,
+) -> (Vec<Finding>, Tally) {
     let corpus = Arc::new(corpus());
     let tally = Arc::new(Tally::default());
     let findings = Arc::new(Mutex::new(Vec::new()));
     let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let default_hook = panic::take_hook();
     // Findings are collected, not printed as they happen (a panic message per input would
@@ -439,54 +482,117 @@ fn campaign(
     let only = std::env::var("SUF_FUZZ_ONLY")
         .ok()
         .and_then(|v| v.parse::<u64>().ok());
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            let (corpus, tally, findings, next) = (
-                corpus.clone(),
-                tally.clone(),
-                findings.clone(),
-                next.clone(),
-            );
-            s.spawn(move || loop {
-                let index = match only {
-                    Some(i) => {
-                        if next.fetch_add(1, Ordering::Relaxed) > 0 {
-                            break;
-                        }
-                        i
+    let max_hangs = env_u64("SUF_FUZZ_MAX_HANGS", 4) as usize;
+    let spawn_worker = || {
+        let slot: Arc<Slot> = Arc::new(Mutex::new(None));
+        let (corpus, tally, findings, next, stop, slot2) = (
+            corpus.clone(),
+            tally.clone(),
+            findings.clone(),
+            next.clone(),
+            stop.clone(),
+            slot.clone(),
+        );
+        let handle = std::thread::spawn(move || loop {
+            let index = match only {
+                Some(i) => {
+                    if next.fetch_add(1, Ordering::Relaxed) > 0 {
+                        break;
                     }
-                    None => next.fetch_add(1, Ordering::Relaxed),
-                };
-                if index >= inputs || budget.is_some_and(|b| start.elapsed() > b) {
-                    break;
+                    i
                 }
-                if let Err((stage, message)) = one_input(&corpus, seed, index, &tally) {
-                    findings.lock().unwrap().push(Finding {
-                        seed,
-                        index,
-                        stage,
-                        message,
-                    });
+                None => next.fetch_add(1, Ordering::Relaxed),
+            };
+            if index >= inputs.max(only.map_or(0, |i| i + 1))
+                || stop.load(Ordering::Relaxed)
+                || budget.is_some_and(|b| start.elapsed() > b)
+            {
+                break;
+            }
+            *slot2.lock().unwrap() = Some((index, Instant::now()));
+            let r = one_input(&corpus, seed, index, &tally);
+            *slot2.lock().unwrap() = None;
+            if let Err((stage, message)) = r {
+                findings.lock().unwrap().push(Finding {
+                    seed,
+                    index,
+                    stage,
+                    message,
+                });
+            }
+        });
+        (handle, slot)
+    };
+    let mut workers: Vec<_> = (0..threads.max(1)).map(|_| spawn_worker()).collect();
+    let mut hangs = 0;
+    let mut last_progress = Instant::now();
+    while !workers.is_empty() {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut k = 0;
+        while k < workers.len() {
+            if workers[k].0.is_finished() {
+                let (h, _) = workers.swap_remove(k);
+                let _ = h.join();
+                continue;
+            }
+            let stuck = *workers[k].1.lock().unwrap();
+            if let Some((index, since)) = stuck.filter(|(_, t)| t.elapsed() > timeout) {
+                // Abandoned, never joined: the process exits without it.
+                workers.swap_remove(k);
+                eprintln!(
+                    "fuzz: hang: input {index} of seed {seed} has run for {:.0} s",
+                    since.elapsed().as_secs_f64()
+                );
+                findings.lock().unwrap().push(Finding {
+                    seed,
+                    index,
+                    stage: "hang",
+                    message: format!("input {index}: no result after {} s", timeout.as_secs()),
+                });
+                hangs += 1;
+                if hangs >= max_hangs {
+                    stop.store(true, Ordering::Relaxed);
+                } else if only.is_none() {
+                    workers.push(spawn_worker());
                 }
-            });
+                continue;
+            }
+            k += 1;
         }
-    });
+        if progress > 0 && last_progress.elapsed().as_secs() >= progress {
+            last_progress = Instant::now();
+            eprintln!(
+                "fuzz: {} inputs in {:.0} s, {} findings",
+                tally.inputs.load(Ordering::Relaxed),
+                start.elapsed().as_secs_f64(),
+                findings.lock().unwrap().len()
+            );
+        }
+    }
     panic::set_hook(default_hook);
     let findings = std::mem::take(&mut *findings.lock().unwrap());
-    let tally = Arc::try_unwrap(tally).unwrap_or_default();
+    // Abandoned workers still hold a reference; the counts are read, not unwrapped.
+    let tally = Tally {
+        inputs: AtomicUsize::new(tally.inputs.load(Ordering::Relaxed)),
+        decoded: AtomicUsize::new(tally.decoded.load(Ordering::Relaxed)),
+        compiled: AtomicUsize::new(tally.compiled.load(Ordering::Relaxed)),
+        loaded_in_tract: AtomicUsize::new(tally.loaded_in_tract.load(Ordering::Relaxed)),
+        tract_panics_caught: AtomicUsize::new(tally.tract_panics_caught.load(Ordering::Relaxed)),
+    };
     (findings, tally)
 }
 
 fn report(findings: &[Finding], tally: &Tally, elapsed: Duration) -> String {
     let mut out = format!(
-        "{} inputs in {:.0} s: {} decoded, {} compiled, {} loaded in tract ({} tract assertions caught as errors); {} panics\n",
+        "{} inputs in {:.0} s: {} decoded, {} compiled, {} loaded in tract ({} tract assertions caught as errors); {} panics, {} hangs\n",
         tally.inputs.load(Ordering::Relaxed),
         elapsed.as_secs_f64(),
         tally.decoded.load(Ordering::Relaxed),
         tally.compiled.load(Ordering::Relaxed),
         tally.loaded_in_tract.load(Ordering::Relaxed),
         tally.tract_panics_caught.load(Ordering::Relaxed),
-        findings.len()
+        findings.iter().filter(|f| f.stage != "hang").count(),
+        findings.iter().filter(|f| f.stage == "hang").count(),
     );
     // One line per distinct place, with the first reproducer.
     let mut seen = std::collections::BTreeMap::<String, (usize, &Finding)>::new();
@@ -523,11 +629,13 @@ fn bounded_fuzz_finds_no_panic() {
 #[ignore = "long campaign: cargo test --release --test fuzz_compile -- --ignored"]
 fn fuzz_campaign() {
     let start = Instant::now();
-    let (findings, tally) = campaign(
+    let (findings, tally) = campaign_with(
         env_u64("SUF_FUZZ_SEED", 7),
         env_u64("SUF_FUZZ_INPUTS", 1_000_000),
         None,
         env_u64("SUF_FUZZ_THREADS", 1) as usize,
+        input_timeout(),
+        env_u64("SUF_FUZZ_PROGRESS_SECONDS", 60),
     );
     let summary = report(&findings, &tally, start.elapsed());
     eprintln!("{summary}");
@@ -539,4 +647,139 @@ fn fuzz_campaign() {
 fn a_panic_is_a_finding() {
     let r = guarded("probe", || -> u32 { panic!("boom") });
     assert_eq!(r.unwrap_err().0, "probe");
+}
+
+/// The watchdog turns an input that never finishes into a finding naming it, and the
+/// campaign goes on with the other inputs instead of stalling.
+#[test]
+fn a_hang_is_a_finding() {
+    let (seed, index) = HANG_PROBE;
+    let start = Instant::now();
+    let (findings, tally) = campaign_with(seed, 6, None, 1, Duration::from_secs(5), 0);
+    let summary = report(&findings, &tally, start.elapsed());
+    assert_eq!(tally.inputs.load(Ordering::Relaxed), 5, "{summary}");
+    assert_eq!(findings.len(), 1, "{summary}");
+    assert_eq!(
+        (findings[0].stage, findings[0].index),
+        ("hang", index),
+        "{summary}"
+    );
+    assert!(summary.contains("0 panics, 1 hangs"), "{summary}");
+    assert!(start.elapsed() < Duration::from_secs(60), "{summary}");
+}
+
+/// Runs `f` on its own thread; None when it has not finished after `secs` seconds (the
+/// thread is left behind).
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs)).ok()
+}
+
+/// The whole path of one input (load, compile at every level, tract's loading of the
+/// rewritten graph and of the original), bounded in time: the loader's error, or None when
+/// everything loaded.
+fn full_path(m: &ModelProto) -> Option<String> {
+    let bytes = m.encode_to_vec();
+    let m = m.clone();
+    let r = within(30, move || {
+        let model = match suf_compiler::load_model_bytes(&bytes, &fixtures_dir()) {
+            Ok(model) => model,
+            Err(e) => return Some(format!("{e:#}")),
+        };
+        let tally = Tally::default();
+        tract_load(&m, &tally);
+        for level in [Emulation::Output, Emulation::Ring, Emulation::Sigma] {
+            let mut opts = CompileOptions::new(FixedPoint::new(37, 12).unwrap());
+            opts.emulation = level;
+            if let Ok(c) = compile(&model, &opts) {
+                tract_load(&c.model, &tally);
+            }
+        }
+        None
+    });
+    r.expect("the input hung (no result after 30 s)")
+}
+
+fn fixture(name: &str) -> ModelProto {
+    corpus()
+        .into_iter()
+        .find(|(n, _, _)| n == name)
+        .unwrap_or_else(|| panic!("fixture {name}"))
+        .1
+}
+
+/// Sets attribute `name` of the first node of `op` to `value` (added when missing);
+/// returns that node's name.
+fn set_attr(m: &mut ModelProto, op: &str, name: &str, value: Attr) -> String {
+    let g = m.graph.as_mut().unwrap();
+    let n = g
+        .node
+        .iter_mut()
+        .find(|n| n.op_type == op)
+        .unwrap_or_else(|| panic!("no {op} node"));
+    n.attribute.retain(|a| a.name != name);
+    n.attribute.push(match value {
+        Attr::Int(i) => suf_compiler::builder::attr_int(name, i),
+        Attr::Ints(v) => suf_compiler::builder::attr_ints(name, &v),
+    });
+    n.name.clone()
+}
+
+enum Attr {
+    Int(i64),
+    Ints(Vec<i64>),
+}
+
+/// Found by the campaign: LayerNormalization with a negative axis below -rank made tract's
+/// type inference loop up to `(axis + rank) as usize`, i.e. for ever. The loader refuses
+/// it, naming the node.
+#[test]
+fn a_layer_norm_axis_below_minus_rank_is_an_error_not_a_hang() {
+    let mut m = fixture("bert_tiny_op17.onnx");
+    let node = set_attr(&mut m, "LayerNormalization", "axis", Attr::Int(-5));
+    let err = full_path(&m).expect("an axis of -5 on a rank-3 tensor must be refused");
+    assert!(err.contains(&node) && err.contains("axis"), "{err}");
+}
+
+/// The same class in the other axis-taking ops of the fixtures, where the rank is known
+/// through the graph (LayerNorm after the embeddings, Gather, Concat of computed shapes,
+/// Transpose's perm after the attention Reshape): refused before tract, naming the node.
+#[test]
+fn axes_outside_the_rank_are_errors_in_every_axis_taking_op() {
+    for (file, op, name, value) in [
+        (
+            "gpt2_tiny_op17.onnx",
+            "LayerNormalization",
+            "axis",
+            Attr::Int(-4),
+        ),
+        (
+            "gptneo_tiny_op17.onnx",
+            "LayerNormalization",
+            "axis",
+            Attr::Int(3),
+        ),
+        ("bert_tiny_op14.onnx", "Gather", "axis", Attr::Int(-3)),
+        ("gpt2_tiny_op14.onnx", "Concat", "axis", Attr::Int(-7)),
+        (
+            "bert_tiny_op17.onnx",
+            "Transpose",
+            "perm",
+            Attr::Ints(vec![0, 2, 1]),
+        ),
+        (
+            "gptneo_tiny_op17.onnx",
+            "Transpose",
+            "perm",
+            Attr::Ints(vec![0, 1, 2, 9]),
+        ),
+    ] {
+        let mut m = fixture(file);
+        let node = set_attr(&mut m, op, name, value);
+        let err = full_path(&m).unwrap_or_else(|| panic!("{file}: {op} {name} accepted"));
+        assert!(err.contains(&node) && err.contains(name), "{file}: {err}");
+    }
 }

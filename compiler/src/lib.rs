@@ -21,6 +21,7 @@ pub mod outpath;
 pub mod panic_guard;
 pub mod pass;
 pub mod patterns;
+pub mod ranks;
 pub mod rewritten;
 pub mod ring;
 pub mod sigma;

@@ -159,7 +159,8 @@ pub fn check_graph(g: &GraphProto) -> Result<()> {
     if g.output.is_empty() {
         bail!("the graph has no outputs");
     }
-    Ok(())
+    // Axes outside their tensor's rank (tract's rules wrap a negative one and can loop).
+    crate::ranks::check_axes(g, &[])
 }
 
 /// The largest |axis| an attribute may name.

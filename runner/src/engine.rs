@@ -179,6 +179,25 @@ impl Engine {
     ) -> Result<Self> {
         let dir = model_dir.and_then(|d| d.to_str());
         let logit_width = suf_compiler::logit_positions::width_of(proto)?;
+        // The input facts set below fix every input's rank (token inputs [batch, seq],
+        // the logit positions [batch * W]); axes are checked against those ranks before
+        // tract's rules, which wrap an axis below -rank and can then loop for ever.
+        if let Some(g) = proto.graph.as_ref() {
+            let ranks: Vec<(&str, usize)> = g
+                .input
+                .iter()
+                .filter(|v| !g.initializer.iter().any(|t| t.name == v.name))
+                .map(|v| {
+                    let r = if v.name == suf_compiler::logit_positions::INPUT {
+                        1
+                    } else {
+                        2
+                    };
+                    (v.name.as_str(), r)
+                })
+                .collect();
+            suf_compiler::ranks::check_axes(g, &ranks)?;
+        }
         let t0 = Instant::now();
         let parsed = framework
             .parse(proto, dir)
