@@ -265,7 +265,7 @@ fn corrupt_row_is_one_line_naming_file_and_line() {
 }
 
 #[test]
-fn device_other_than_cpu_is_one_line() {
+fn an_unknown_device_is_one_line() {
     let setup = Setup::new();
     let cfg = setup.default_config();
     let out = suf_run(&[
@@ -274,9 +274,25 @@ fn device_other_than_cpu_is_one_line() {
         "--out-json",
         s(&setup.path("o.json")),
         "--device",
-        "cuda",
+        "tpu",
     ]);
-    assert_one_line_error(&out, &["device \"cuda\"", "cpu"]);
+    assert_one_line_error(&out, &["device \"tpu\"", "cpu or cuda"]);
+}
+
+/// CI machines have no GPU: `--device cuda` must say so in one line, before any work, and
+/// leave no report behind.
+#[test]
+fn cuda_without_a_gpu_is_one_line() {
+    if std::path::Path::new("/dev/nvidia0").exists() {
+        eprintln!("skipped: this machine has an NVIDIA GPU");
+        return;
+    }
+    let setup = Setup::new();
+    let cfg = setup.default_config();
+    let report = setup.path("o.json");
+    let out = suf_run(&["--config", s(&cfg), "--out-json", s(&report), "--device", "cuda"]);
+    assert_one_line_error(&out, &["--device cuda", "no usable NVIDIA GPU"]);
+    assert!(!report.exists());
 }
 
 #[test]
