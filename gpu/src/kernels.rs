@@ -176,6 +176,350 @@ pub fn quantize_f32(
     .map_err(|e| anyhow!("{e:#}"))
 }
 
+/// What a ring kernel's scan saw (suf.cu's ring status block).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RingStatus {
+    /// The first bad element (non-finite input, or a value the output type cannot hold).
+    pub bad_at: Option<u64>,
+    /// The largest |input| in the kernel's units (see suf.cu).
+    pub max_in: f64,
+    /// Values that wrapped.
+    pub overflows: u64,
+    /// The largest |output ring value|.
+    pub max_out: u64,
+}
+
+impl RingStatus {
+    fn from_words(words: &[u64]) -> Result<Self> {
+        ensure!(words.len() >= 4, "status block of {} words", words.len());
+        Ok(RingStatus {
+            bad_at: (words[0] != u64::MAX).then_some(words[0]),
+            max_in: f64::from_bits(words[1]),
+            overflows: words[2],
+            max_out: words[3],
+        })
+    }
+}
+
+/// Shapes and strides as suf.cu's `Dims` (at most 8 axes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dims {
+    pub d: [i64; MAX_RANK],
+}
+
+pub const MAX_RANK: usize = 8;
+
+// SAFETY: plain old data of the layout suf.cu declares (8 x i64).
+unsafe impl cudarc::driver::DeviceRepr for Dims {}
+
+impl Dims {
+    pub fn new(values: &[usize]) -> Result<Self> {
+        ensure!(
+            values.len() <= MAX_RANK,
+            "the SUF kernels take tensors of rank <= {MAX_RANK}, got {}",
+            values.len()
+        );
+        let mut d = Dims::default();
+        for (o, &v) in d.d.iter_mut().zip(values) {
+            *o = i64::try_from(v)?;
+        }
+        Ok(d)
+    }
+}
+
+/// Launches kernel `$name` over `$len` elements with a fresh status block, the arguments
+/// pushed by `$push` (in suf.cu's order), and reads the block back (this waits for the
+/// kernel). A macro because tract-cuda's stream type cannot be named outside its crate.
+macro_rules! ring_launch {
+    ($name:expr, $len:expr, |$l:ident, $status:ident| $push:block) => {{
+        let func = function($name)?;
+        tract_cuda::with_cuda_stream(|stream| {
+            let $status = stream.clone_htod(&[u64::MAX, 0, 0, 0])?;
+            {
+                let mut $l = stream.launch_builder(&func);
+                $push
+                // SAFETY: the arguments of the kernel's signature in suf.cu, in order; the
+                // views cover every element it indexes (checked by the caller).
+                unsafe { $l.launch(grid($len)) }?;
+            }
+            let words = stream.clone_dtoh(&$status)?;
+            RingStatus::from_words(&words)
+        })
+        .map_err(|e| anyhow!("{e:#}"))
+    }};
+}
+
+/// q = Enc_s(x) (f32 in, i64 ring values out): R(x * 2^scale_bits), wrapped.
+pub fn encode_f32(
+    grid_: Grid,
+    scale_bits: u32,
+    x: &DeviceTensor,
+    q: &DeviceTensor,
+) -> Result<RingStatus> {
+    contiguous(x, "encode input")?;
+    contiguous(q, "encode output")?;
+    ensure!(
+        x.len() == q.len(),
+        "encode: {} inputs for {} outputs",
+        x.len(),
+        q.len()
+    );
+    let len = x.len() as u64;
+    let scale = (scale_bits as f64).exp2();
+    let (rule, n, bound) = (
+        rule_code(grid_.rounding),
+        grid_.n_bits as i32,
+        grid_.bound(),
+    );
+    let (xv, mut qv) = (get_cuda_view(x), get_cuda_view_mut(q));
+    ring_launch!("suf_encode_f32", len, |l, status| {
+        l.arg(&xv)
+            .arg(&mut qv)
+            .arg(&len)
+            .arg(&scale)
+            .arg(&rule)
+            .arg(&n)
+            .arg(&bound)
+            .arg(&status);
+    })
+}
+
+/// y = q * 2^-f as f32 or f64; `bad_at` is the first value the type cannot hold exactly.
+pub fn decode(frac_bits: u32, q: &DeviceTensor, y: &DeviceTensor) -> Result<RingStatus> {
+    contiguous(q, "decode input")?;
+    contiguous(y, "decode output")?;
+    ensure!(
+        q.len() == y.len(),
+        "decode: {} inputs for {} outputs",
+        q.len(),
+        y.len()
+    );
+    let to_f64: i32 = match y.datum_type() {
+        tract_core::internal::DatumType::F64 => 1,
+        tract_core::internal::DatumType::F32 => 0,
+        dt => bail!("decode to {dt:?}"),
+    };
+    let len = q.len() as u64;
+    let inv = (-(frac_bits as f64)).exp2();
+    let (qv, mut yv) = (get_cuda_view(q), get_cuda_view_mut(y));
+    ring_launch!("suf_decode", len, |l, status| {
+        l.arg(&qv)
+            .arg(&mut yv)
+            .arg(&len)
+            .arg(&inv)
+            .arg(&to_f64)
+            .arg(&status);
+    })
+}
+
+/// suf.cu's binary kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingBinary {
+    Add = 0,
+    Sub = 1,
+    Mul = 2,
+}
+
+/// y = a (op) b on ring tensors with numpy broadcasting; `a_strides`/`b_strides` are element
+/// strides per output axis (0 where the operand is broadcast).
+#[allow(clippy::too_many_arguments)]
+pub fn ring_binary(
+    kind: RingBinary,
+    n_bits: u32,
+    frac_bits: u32,
+    a: &DeviceTensor,
+    b: &DeviceTensor,
+    y: &DeviceTensor,
+    a_strides: &[usize],
+    b_strides: &[usize],
+) -> Result<RingStatus> {
+    for (t, what) in [(a, "operand A"), (b, "operand B"), (y, "output")] {
+        contiguous(t, what)?;
+    }
+    let shape = y.shape().to_vec();
+    let rank = shape.len();
+    ensure!(
+        a_strides.len() == rank && b_strides.len() == rank,
+        "binary: strides of another rank"
+    );
+    let reach = |strides: &[usize]| -> usize {
+        shape
+            .iter()
+            .zip(strides)
+            .map(|(d, s)| d.saturating_sub(1) * s)
+            .sum::<usize>()
+            + 1
+    };
+    ensure!(
+        y.len() == 0 || (reach(a_strides) <= a.len() && reach(b_strides) <= b.len()),
+        "binary: strides reach beyond an operand"
+    );
+    let len = y.len() as u64;
+    let (dims, sa, sb) = (
+        Dims::new(&shape)?,
+        Dims::new(a_strides)?,
+        Dims::new(b_strides)?,
+    );
+    let (rank, kind, n, f) = (rank as i32, kind as i32, n_bits as i32, frac_bits as i32);
+    let (av, bv, mut yv) = (get_cuda_view(a), get_cuda_view(b), get_cuda_view_mut(y));
+    ring_launch!("suf_ring_binary", len, |l, status| {
+        l.arg(&av)
+            .arg(&bv)
+            .arg(&mut yv)
+            .arg(&len)
+            .arg(&rank)
+            .arg(&dims)
+            .arg(&sa)
+            .arg(&sb);
+        l.arg(&kind).arg(&n).arg(&f).arg(&status);
+    })
+}
+
+/// The shape of one ring product: `count` batch elements of [m, k] x [k, n] (B stored [n, k]
+/// when `trans_b`), batch offsets from per-axis strides.
+#[derive(Debug, Clone)]
+pub struct GemmShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_b: bool,
+    pub batch: Vec<usize>,
+    pub a_strides: Vec<usize>,
+    pub b_strides: Vec<usize>,
+}
+
+/// c = a x b in wrapping 64-bit arithmetic (every batch element), before `ring_finish`.
+pub fn ring_gemm(
+    shape: &GemmShape,
+    a: &DeviceTensor,
+    b: &DeviceTensor,
+    c: &DeviceTensor,
+) -> Result<()> {
+    for (t, what) in [(a, "operand A"), (b, "operand B"), (c, "output")] {
+        contiguous(t, what)?;
+    }
+    let GemmShape { m, n, k, .. } = *shape;
+    let count: usize = shape.batch.iter().product();
+    ensure!(
+        c.len() == count * m * n,
+        "gemm: output of {} for {count} x {m} x {n}",
+        c.len()
+    );
+    let last = |strides: &[usize], size: usize| -> usize {
+        shape
+            .batch
+            .iter()
+            .zip(strides)
+            .map(|(d, s)| d.saturating_sub(1) * s)
+            .sum::<usize>()
+            + size
+    };
+    ensure!(
+        count == 0
+            || (last(&shape.a_strides, m * k) <= a.len()
+                && last(&shape.b_strides, k * n) <= b.len()),
+        "gemm: operands smaller than the product reads"
+    );
+    if count == 0 || m == 0 || n == 0 {
+        return Ok(());
+    }
+    ensure!(
+        count <= 65_535,
+        "gemm: {count} batch elements (at most 65535)"
+    );
+    let tile = 16u32;
+    let config = LaunchConfig {
+        grid_dim: (
+            (n as u32).div_ceil(tile),
+            (m as u32).div_ceil(tile),
+            count as u32,
+        ),
+        block_dim: (tile, tile, 1),
+        shared_mem_bytes: 0,
+    };
+    let (mi, ni, ki) = (i32::try_from(m)?, i32::try_from(n)?, i32::try_from(k)?);
+    let trans = shape.trans_b as i32;
+    let batch_rank = shape.batch.len() as i32;
+    let (dims, sa, sb) = (
+        Dims::new(&shape.batch)?,
+        Dims::new(&shape.a_strides)?,
+        Dims::new(&shape.b_strides)?,
+    );
+    let (av, bv, mut cv) = (get_cuda_view(a), get_cuda_view(b), get_cuda_view_mut(c));
+    let func = function("suf_ring_gemm")?;
+    tract_cuda::with_cuda_stream(|stream| {
+        let mut l = stream.launch_builder(&func);
+        l.arg(&av)
+            .arg(&bv)
+            .arg(&mut cv)
+            .arg(&mi)
+            .arg(&ni)
+            .arg(&ki)
+            .arg(&trans);
+        l.arg(&batch_rank).arg(&dims).arg(&sa).arg(&sb);
+        // SAFETY: suf_ring_gemm's signature, in order; the views cover every offset the
+        // batch strides and m, n, k reach (checked above).
+        unsafe { l.launch(config) }?;
+        Ok(())
+    })
+    .map_err(|e| anyhow!("{e:#}"))
+}
+
+/// The step after the product: + bias (at 2f, one per column), wrap, truncate by `shift`,
+/// wrap, then the optional post-multiplier.
+#[allow(clippy::too_many_arguments)]
+pub fn ring_finish(
+    n_bits: u32,
+    frac_bits: u32,
+    shift: u32,
+    truncation: Rounding,
+    post_multiplier: Option<i64>,
+    c: &DeviceTensor,
+    bias: Option<&DeviceTensor>,
+    cols: usize,
+) -> Result<RingStatus> {
+    contiguous(c, "product")?;
+    let len = c.len() as u64;
+    let cols = cols.max(1) as u64;
+    if let Some(b) = bias {
+        ensure!(
+            b.len() as u64 == cols,
+            "finish: bias of {} for {cols} columns",
+            b.len()
+        );
+    }
+    let (n, sh, rule, f) = (
+        n_bits as i32,
+        shift as i32,
+        rule_code(truncation),
+        frac_bits as i32,
+    );
+    let (has_post, post) = (
+        post_multiplier.is_some() as i32,
+        post_multiplier.unwrap_or(0),
+    );
+    let mut cv = get_cuda_view_mut(c);
+    let bias_view = bias.map(get_cuda_view);
+    let null: u64 = 0;
+    ring_launch!("suf_ring_finish", len, |l, status| {
+        l.arg(&mut cv);
+        match &bias_view {
+            Some(b) => l.arg(b),
+            None => l.arg(&null),
+        };
+        l.arg(&len)
+            .arg(&cols)
+            .arg(&n)
+            .arg(&sh)
+            .arg(&rule)
+            .arg(&has_post)
+            .arg(&post)
+            .arg(&f);
+        l.arg(&status);
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ pub mod elementary;
 pub mod kernels;
 pub mod placement;
 pub mod quantize;
+pub mod ring;
 pub mod translate;
 
 use std::sync::Arc;

@@ -5,14 +5,19 @@
 
 use std::collections::HashMap;
 
-use suf_compiler::tract_ops::{SufQuantize, SufQuantizeBias};
+use suf_compiler::tract_ops::{
+    BinaryKind, SufEncode, SufQuantize, SufQuantizeBias, SufRingBinary, SufRingDecode,
+    SufRingMatMul,
+};
 use tract_core::internal::*;
 use tract_core::model::translator::Translate;
 use tract_core::ops::element_wise::ElementWiseOp;
 use tract_gpu::fact::DeviceTypedFactExt;
 use tract_gpu::sync::{DeviceSync, DeviceSyncKind};
 
+use crate::kernels::MAX_RANK;
 use crate::quantize::GpuSufQuantize;
+use crate::ring::{GpuSufEncode, GpuSufRingBinary, GpuSufRingDecode, GpuSufRingMatMul};
 
 /// The device op for a node, when one exists for its op and input types.
 pub fn gpu_op_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Box<dyn TypedOp>>> {
@@ -34,6 +39,36 @@ pub fn gpu_op_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Bo
                 quantize: qb.0.clone(),
                 bias: true,
             })));
+        }
+    }
+    // Levels ring and sigma: i64 ring tensors, f32 operands encoded on the device.
+    let ring_or_f32 = facts
+        .iter()
+        .all(|f| matches!(f.datum_type, DatumType::I64 | DatumType::F32) && f.rank() <= MAX_RANK);
+    if !ring_or_f32 {
+        return Ok(None);
+    }
+    let dt = |ix: usize| facts.get(ix).map(|f| f.datum_type);
+    if let Some(op) = node.op_as::<SufEncode>() {
+        if dt(0) == Some(DatumType::F32) {
+            return Ok(Some(Box::new(GpuSufEncode(op.clone()))));
+        }
+    }
+    if let Some(op) = node.op_as::<SufRingDecode>() {
+        if dt(0) == Some(DatumType::I64) {
+            return Ok(Some(Box::new(GpuSufRingDecode(op.clone()))));
+        }
+    }
+    if let Some(op) = node.op_as::<SufRingBinary>() {
+        if op.kind != BinaryKind::MulReciprocal && facts.len() == 2 {
+            return Ok(Some(Box::new(GpuSufRingBinary(op.clone()))));
+        }
+    }
+    if let Some(op) = node.op_as::<SufRingMatMul>() {
+        let concrete = facts.iter().all(|f| f.shape.as_concrete().is_some());
+        let float_bias = facts.len() < 3 || dt(2) == Some(DatumType::F32);
+        if concrete && float_bias && (2..=3).contains(&facts.len()) {
+            return Ok(Some(Box::new(GpuSufRingMatMul(op.clone()))));
         }
     }
     Ok(None)

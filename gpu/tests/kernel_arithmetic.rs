@@ -19,20 +19,49 @@ const SHIM: &str = r#"
 #define __forceinline__ inline
 #define SUF_HOST_TEST 1
 static inline double __dmul_rn(double a, double b) { return a * b; }
+static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fadd_rn(float a, float b) { return a + b; }
 static inline float __double2float_rn(double d) { return (float)d; }
 static inline double __ll2double_rn(long long q) { return (double)q; }
+static inline float __ll2float_rn(long long q) { return (float)q; }
+static inline double __ull2double_rn(unsigned long long q) { return (double)q; }
 static inline long long __double_as_longlong(double v) { long long b; std::memcpy(&b, &v, 8); return b; }
-using std::rint; using std::trunc; using std::floor; using std::fabs;
+static inline int __clzll(long long v) { return __builtin_clzll((unsigned long long)v); }
+static inline int __ffsll(long long v) { return __builtin_ffsll(v); }
+static inline long long __mul64hi(long long a, long long b) { return (long long)(((__int128)a * b) >> 64); }
+using std::rint; using std::trunc; using std::floor; using std::fabs; using std::ldexp;
 #include "suf.cu"
+// One request per line: an op letter and its operands (hex words); one hex answer per line.
 int main() {
-    unsigned bits; int rule, n; unsigned f;
-    while (std::scanf("%x %d %d %u", &bits, &rule, &n, &f) == 4) {
-        float x; std::memcpy(&x, &bits, 4);
-        double scale = std::ldexp(1.0, (int)f), inv = std::ldexp(1.0, -(int)f);
-        float y = quantize1(x, scale, inv, rule, n);
-        unsigned out; std::memcpy(&out, &y, 4);
-        std::printf("%08x\n", out);
+    char op;
+    while (std::scanf(" %c", &op) == 1) {
+        unsigned long long a, b, c, d;
+        if (op == 'q') {  // quantize1(x f32 bits, rule, n, f)
+            std::scanf("%llx %llx %llx %llx", &a, &b, &c, &d);
+            unsigned bits = (unsigned)a; float x; std::memcpy(&x, &bits, 4);
+            float y = quantize1(x, std::ldexp(1.0, (int)d), std::ldexp(1.0, -(int)d), (int)b, (int)c);
+            unsigned out; std::memcpy(&out, &y, 4);
+            std::printf("%x\n", out);
+        } else if (op == 't') {  // truncate_rule(v, shift, rule)
+            std::scanf("%llx %llx %llx", &a, &b, &c);
+            std::printf("%llx\n", (unsigned long long)truncate_rule((long long)a, (int)b, (int)c));
+        } else if (op == 'a') {  // ars(v, shift, n)
+            std::scanf("%llx %llx %llx", &a, &b, &c);
+            std::printf("%llx\n", (unsigned long long)ars((long long)a, (int)b, (int)c));
+        } else if (op == 'w') {  // abs128_to_double(hi, lo) bits
+            std::scanf("%llx %llx", &a, &b);
+            double r = abs128_to_double((long long)a, b);
+            std::printf("%llx\n", (unsigned long long)__double_as_longlong(r));
+        } else if (op == 's') {  // significant_bits(q)
+            std::scanf("%llx", &a);
+            std::printf("%x\n", significant_bits((long long)a));
+        } else if (op == 'e') {  // encode1(x f64 bits, scale bits, rule, n)
+            std::scanf("%llx %llx %llx %llx", &a, &b, &c, &d);
+            double x; std::memcpy(&x, &a, 8);
+            std::printf("%llx\n", (unsigned long long)encode1(x, std::ldexp(1.0, (int)b), (int)c, (int)d));
+        } else {
+            return 2;
+        }
     }
     return 0;
 }
@@ -106,6 +135,28 @@ fn inputs(fixed: FixedPoint) -> Vec<f32> {
     v
 }
 
+/// Sends one request per line to the host-compiled kernel functions; their hex answers.
+fn ask(exe: &Path, requests: &[String]) -> Vec<u64> {
+    let mut child = Command::new(exe)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let text = requests.join("\n") + "\n";
+    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success(), "harness failed");
+    let answers: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| u64::from_str_radix(l, 16).unwrap())
+        .collect();
+    assert_eq!(answers.len(), requests.len());
+    answers
+}
+
 fn rule_code(r: Rounding) -> i32 {
     match r {
         Rounding::Round => 0,
@@ -123,33 +174,18 @@ fn quantize_on_the_device_equals_suf_fixed_bit_for_bit() {
         for rounding in [Rounding::Round, Rounding::Trunc, Rounding::Floor] {
             let fixed = FixedPoint::new(n_bits, 12).unwrap();
             let xs = inputs(fixed);
-            let mut stdin = String::new();
-            for x in &xs {
-                stdin.push_str(&format!(
-                    "{:08x} {} {} 12\n",
-                    x.to_bits(),
-                    rule_code(rounding),
-                    n_bits
-                ));
-            }
-            let mut child = Command::new(&exe)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(stdin.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(out.status.success());
-            let device: Vec<u32> = String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .map(|l| u32::from_str_radix(l, 16).unwrap())
+            let requests: Vec<String> = xs
+                .iter()
+                .map(|x| {
+                    format!(
+                        "q {:x} {:x} {:x} c",
+                        x.to_bits(),
+                        rule_code(rounding),
+                        n_bits
+                    )
+                })
                 .collect();
+            let device: Vec<u32> = ask(&exe, &requests).into_iter().map(|v| v as u32).collect();
             assert_eq!(device.len(), xs.len());
             // The CPU op's own path (the slice routine and its fast paths), element by
             // element and as one tensor.
@@ -172,4 +208,112 @@ fn quantize_on_the_device_equals_suf_fixed_bit_for_bit() {
         }
     }
     assert!(checked > 90_000, "{checked}");
+}
+
+/// Ring values of every size: small, random 64-bit words, the ring edges.
+fn ring_words() -> Vec<i64> {
+    let mut v = vec![
+        0i64,
+        1,
+        -1,
+        2,
+        -2,
+        i64::MAX,
+        i64::MIN,
+        i64::MAX - 1,
+        i64::MIN + 1,
+    ];
+    for b in 0..64 {
+        let p = 1i64.wrapping_shl(b);
+        v.extend([
+            p,
+            p.wrapping_sub(1),
+            p.wrapping_neg(),
+            p.wrapping_add(1),
+            (p >> 1) * 3,
+        ]);
+    }
+    let mut s = 5u64;
+    while v.len() < 3000 {
+        let r = next(&mut s) as i64;
+        v.extend([r, r >> (next(&mut s) % 64)]);
+    }
+    v
+}
+
+#[test]
+fn ring_arithmetic_on_the_device_equals_suf_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_host_harness(dir.path());
+    let words = ring_words();
+    let mut requests = vec![];
+    let mut expected = vec![];
+    for &v in &words {
+        for shift in [0u32, 1, 12, 15, 24, 40, 63] {
+            for rule in [Rounding::Round, Rounding::Trunc, Rounding::Floor] {
+                requests.push(format!("t {:x} {shift:x} {:x}", v as u64, rule_code(rule)));
+                expected.push(suf_fixed::matmul::truncate(v, shift, rule) as u64);
+            }
+        }
+        for (shift, n) in [(12u32, 37u32), (12, 50), (24, 64), (3, 16)] {
+            requests.push(format!("a {:x} {shift:x} {n:x}", v as u64));
+            expected.push(suf_fixed::ars(v, shift, n) as u64);
+        }
+        // significant bits: f32 holds q iff at most 24, f64 iff at most 53 (SufRingDecode).
+        requests.push(format!("s {:x}", v as u64));
+        let bits = if v == 0 {
+            0
+        } else {
+            let a = v.unsigned_abs();
+            64 - a.leading_zeros() - a.trailing_zeros()
+        };
+        expected.push(bits as u64);
+        let f32_exact = (v as f32) as i128 == v as i128;
+        assert_eq!(f32_exact, bits <= 24, "{v}");
+        let f64_exact = (v as f64) as i128 == v as i128;
+        assert_eq!(f64_exact, bits <= 53, "{v}");
+    }
+    // |128-bit integer| as f64, rounded as Rust's u128 -> f64.
+    for (i, &hi) in words.iter().enumerate() {
+        let lo = words[(i * 7 + 3) % words.len()] as u64;
+        requests.push(format!("w {:x} {lo:x}", hi as u64));
+        let v = ((hi as i128) << 64) | lo as i128;
+        expected.push((v.unsigned_abs() as f64).to_bits());
+        requests.push(format!(
+            "w {:x} {lo:x}",
+            if (lo as i64) < 0 { u64::MAX } else { 0 }
+        ));
+        let small = lo as i64 as i128;
+        expected.push((small.unsigned_abs() as f64).to_bits());
+    }
+    // Enc_s of f64 values (the f32 operands and biases at scale f and 2f).
+    for x in inputs(FixedPoint::new(50, 12).unwrap()) {
+        for (scale, n) in [(12u32, 37u32), (12, 50), (24, 50), (24, 64)] {
+            for rule in [Rounding::Round, Rounding::Trunc, Rounding::Floor] {
+                let fixed = FixedPoint::new(n, 12).unwrap();
+                requests.push(format!(
+                    "e {:x} {scale:x} {:x} {n:x}",
+                    (x as f64).to_bits(),
+                    rule_code(rule)
+                ));
+                expected.push(fixed.encode_at(x as f64, rule, scale).unwrap() as u64);
+            }
+        }
+    }
+    let got = ask(&exe, &requests);
+    let bad: Vec<String> = requests
+        .iter()
+        .zip(got.iter().zip(&expected))
+        .filter(|(_, (g, e))| g != e)
+        .take(10)
+        .map(|(r, (g, e))| format!("{r}: device {g:x}, suf_fixed {e:x}"))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} differ:\n{}",
+        bad.len(),
+        requests.len(),
+        bad.join("\n")
+    );
+    assert!(requests.len() > 100_000, "{}", requests.len());
 }
