@@ -61,14 +61,14 @@ done
 
 say "## 2. speed on cuda"
 # Level output at the batch sizes a GPU wants; ring and sigma (whose SUF ops without a kernel
-# run on the CPU, see the placement) at batch 8 only.
+# run on the CPU, see the placement) with fewer iterations.
 for arch in ${ARCHS:-bert-base gpt2}; do
   model="$models/random-$arch.onnx"
   "$bench" --model "$model" --name "$arch" --device cuda --levels output \
     --batch 8,64 --seq-len 128 --warmup 1 --iters "${ITERS:-5}" --n-bits "$n" \
     --out-json "$out/bench-$arch-output.json" 2>&1 | tee -a "$log" || status=1
   "$bench" --model "$model" --name "$arch" --device cuda --levels ring,sigma \
-    --batch 8 --seq-len 128 --warmup 1 --iters 2 --n-bits "$n" \
+    --batch 8,64 --seq-len 128 --warmup 1 --iters 2 --n-bits "$n" \
     --out-json "$out/bench-$arch-ring-sigma.json" 2>&1 | tee -a "$log" || status=1
 done
 say "# exit $status"

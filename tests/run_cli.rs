@@ -290,7 +290,14 @@ fn cuda_without_a_gpu_is_one_line() {
     let setup = Setup::new();
     let cfg = setup.default_config();
     let report = setup.path("o.json");
-    let out = suf_run(&["--config", s(&cfg), "--out-json", s(&report), "--device", "cuda"]);
+    let out = suf_run(&[
+        "--config",
+        s(&cfg),
+        "--out-json",
+        s(&report),
+        "--device",
+        "cuda",
+    ]);
     assert_one_line_error(&out, &["--device cuda", "no usable NVIDIA GPU"]);
     assert!(!report.exists());
 }
