@@ -520,6 +520,103 @@ pub fn ring_finish(
     })
 }
 
+/// A descriptor as the kernels read it: interval starts, per-piece coefficient offsets and
+/// the coefficients, flat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlatDescriptor {
+    pub cuts: Vec<i64>,
+    pub offsets: Vec<i64>,
+    pub coeffs: Vec<i64>,
+    pub min: i64,
+    pub max: i64,
+}
+
+impl FlatDescriptor {
+    pub fn new(d: &suf_fixed::descriptor::Descriptor) -> Result<Self> {
+        ensure!(
+            !d.cuts.is_empty() && d.cuts.len() == d.polys.len(),
+            "descriptor {}: {} cuts for {} polynomials",
+            d.name,
+            d.cuts.len(),
+            d.polys.len()
+        );
+        let mut offsets = vec![0i64];
+        let mut coeffs = vec![];
+        for p in &d.polys {
+            coeffs.extend_from_slice(p);
+            offsets.push(coeffs.len() as i64);
+        }
+        if coeffs.is_empty() {
+            coeffs.push(0); // a device buffer is never empty
+        }
+        Ok(FlatDescriptor {
+            cuts: d.cuts.clone(),
+            offsets,
+            coeffs,
+            min: d.input.min,
+            max: d.input.max,
+        })
+    }
+}
+
+/// The descriptor's three arrays on the device.
+#[derive(Debug)]
+pub struct DeviceDescriptor {
+    cuts: DeviceTensor,
+    offsets: DeviceTensor,
+    coeffs: DeviceTensor,
+    pieces: i32,
+    min: i64,
+    max: i64,
+}
+
+impl DeviceDescriptor {
+    pub fn upload(d: &FlatDescriptor) -> Result<Self> {
+        use tract_gpu::tensor::IntoDevice;
+        let up = |v: &[i64]| -> Result<DeviceTensor> {
+            Ok(tract_core::internal::Tensor::from_shape(&[v.len()], v)?.into_device()?)
+        };
+        Ok(DeviceDescriptor {
+            cuts: up(&d.cuts)?,
+            offsets: up(&d.offsets)?,
+            coeffs: up(&d.coeffs)?,
+            pieces: i32::try_from(d.cuts.len())?,
+            min: d.min,
+            max: d.max,
+        })
+    }
+}
+
+/// y = Wrap_n(descriptor(q)) element by element.
+pub fn sigma_activation(
+    n_bits: u32,
+    table: &DeviceDescriptor,
+    x: &DeviceTensor,
+    y: &DeviceTensor,
+) -> Result<RingStatus> {
+    contiguous(x, "activation input")?;
+    contiguous(y, "activation output")?;
+    ensure!(
+        x.len() == y.len(),
+        "activation: {} inputs for {} outputs",
+        x.len(),
+        y.len()
+    );
+    let len = x.len() as u64;
+    let n = n_bits as i32;
+    let (xv, mut yv) = (get_cuda_view(x), get_cuda_view_mut(y));
+    let (cv, ov, kv) = (
+        get_cuda_view(&table.cuts),
+        get_cuda_view(&table.offsets),
+        get_cuda_view(&table.coeffs),
+    );
+    let (pieces, lo, hi) = (table.pieces, table.min, table.max);
+    ring_launch!("suf_sigma_activation", len, |l, status| {
+        l.arg(&xv).arg(&mut yv).arg(&len).arg(&cv).arg(&ov).arg(&kv);
+        l.arg(&pieces).arg(&lo).arg(&hi).arg(&n).arg(&status);
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ pub mod kernels;
 pub mod placement;
 pub mod quantize;
 pub mod ring;
+pub mod sigma;
 pub mod translate;
 
 use std::sync::Arc;

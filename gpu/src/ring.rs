@@ -19,7 +19,7 @@ fn real(q: u64, frac_bits: u32) -> f64 {
 }
 
 /// suf_compiler's `record_output`: the largest |value| the node carried.
-fn record_output(node: &str, level: Emulation, fixed: FixedPoint, status: &RingStatus) {
+pub(crate) fn record_output(node: &str, level: Emulation, fixed: FixedPoint, status: &RingStatus) {
     let max_abs = real(status.max_out, fixed.frac_bits());
     stats::note_carried(level, max_abs);
     if stats::enabled() {
@@ -29,7 +29,7 @@ fn record_output(node: &str, level: Emulation, fixed: FixedPoint, status: &RingS
 
 /// The ring values (scale `scale_bits`) an op reads from a device input: an i64 tensor as it
 /// is (at scale f), an f32 one encoded with the node's rounding into a temporary.
-fn ring_operand(
+pub(crate) fn ring_operand(
     node: &str,
     what: &str,
     fixed: FixedPoint,

@@ -102,6 +102,23 @@ __device__ __forceinline__ i64 encode1(double x, double scale, int rule, int n) 
     return wrap_integral(round_rule(__dmul_rn(x, scale), rule), n);
 }
 
+
+// suf_fixed::Descriptor::eval: clamp to [lo, hi], the interval whose start is the last cut
+// <= x, its polynomial by Horner in wrapping 64-bit arithmetic. cuts[0] == lo; the
+// coefficients of piece p are coeffs[offsets[p] .. offsets[p + 1]], c0 first.
+__device__ i64 descriptor_eval(i64 x, const i64 *cuts, const i64 *offsets, const i64 *coeffs,
+                               int pieces, i64 lo, i64 hi) {
+    i64 v = x < lo ? lo : (x > hi ? hi : x);
+    int a = 0, b = pieces;  // the answer is in [a, b): cuts[a] <= v
+    while (b - a > 1) {
+        int mid = a + (b - a) / 2;
+        if (cuts[mid] <= v) a = mid; else b = mid;
+    }
+    u64 acc = 0;
+    for (i64 j = offsets[a + 1] - 1; j >= offsets[a]; j--) acc = acc * (u64)v + (u64)coeffs[j];
+    return (i64)acc;
+}
+
 // The kernels proper; tests/kernel_arithmetic.rs compiles the functions above on the host
 // (with SUF_HOST_TEST) and checks them against suf_fixed.
 #ifndef SUF_HOST_TEST
@@ -376,6 +393,23 @@ extern "C" __global__ void suf_ring_finish(i64 *c, const i64 *bias, u64 len, u64
         }
         note_out(&s, r);
         c[i] = r;
+    }
+    publish_ring(s, status);
+}
+
+// SufSigmaActivation (SIGMA's GELU, SiLU): y = Wrap(descriptor(q)). [1] is max |q| as a
+// double (integer units).
+extern "C" __global__ void suf_sigma_activation(const i64 *x, i64 *y, u64 len, const i64 *cuts,
+                                                const i64 *offsets, const i64 *coeffs, int pieces,
+                                                i64 lo, i64 hi, int n, u64 *status) {
+    RingScan s = {0ull, 0ull, 0ull, ~0ull};
+    u64 stride = (u64)blockDim.x * gridDim.x;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < len; i += stride) {
+        i64 q = x[i];
+        note_in(&s, __ull2double_rn(q < 0 ? 0ull - (u64)q : (u64)q));
+        i64 r = wrap_i64(descriptor_eval(q, cuts, offsets, coeffs, pieces, lo, hi), n);
+        note_out(&s, r);
+        y[i] = r;
     }
     publish_ring(s, status);
 }

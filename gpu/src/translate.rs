@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use suf_compiler::tract_ops::{
-    BinaryKind, SufEncode, SufQuantize, SufQuantizeBias, SufRingBinary, SufRingDecode,
-    SufRingMatMul,
+    BinaryKind, SufEncode, SufNonlinear, SufQuantize, SufQuantizeBias, SufRingBinary,
+    SufRingDecode, SufRingMatMul,
 };
 use tract_core::internal::*;
 use tract_core::model::translator::Translate;
@@ -18,6 +18,7 @@ use tract_gpu::sync::{DeviceSync, DeviceSyncKind};
 use crate::kernels::MAX_RANK;
 use crate::quantize::GpuSufQuantize;
 use crate::ring::{GpuSufEncode, GpuSufRingBinary, GpuSufRingDecode, GpuSufRingMatMul};
+use crate::sigma::GpuSufSigmaActivation;
 
 /// The device op for a node, when one exists for its op and input types.
 pub fn gpu_op_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Box<dyn TypedOp>>> {
@@ -62,6 +63,13 @@ pub fn gpu_op_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Bo
     if let Some(op) = node.op_as::<SufRingBinary>() {
         if op.kind != BinaryKind::MulReciprocal && facts.len() == 2 {
             return Ok(Some(Box::new(GpuSufRingBinary(op.clone()))));
+        }
+    }
+    if let Some(op) = node.op_as::<SufNonlinear>() {
+        if facts.len() == 1 {
+            if let Some(gpu) = GpuSufSigmaActivation::new(op)? {
+                return Ok(Some(Box::new(gpu)));
+            }
         }
     }
     if let Some(op) = node.op_as::<SufRingMatMul>() {

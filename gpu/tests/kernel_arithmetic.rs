@@ -15,6 +15,7 @@ const SHIM: &str = r#"
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <vector>
 #define __device__
 #define __forceinline__ inline
 #define SUF_HOST_TEST 1
@@ -32,6 +33,9 @@ static inline long long __mul64hi(long long a, long long b) { return (long long)
 using std::rint; using std::trunc; using std::floor; using std::fabs; using std::ldexp;
 #include "suf.cu"
 // One request per line: an op letter and its operands (hex words); one hex answer per line.
+static std::vector<long long> cuts, offsets, coeffs;
+static int pieces;
+static long long lo, hi;
 int main() {
     char op;
     while (std::scanf(" %c", &op) == 1) {
@@ -59,6 +63,18 @@ int main() {
             std::scanf("%llx %llx %llx %llx", &a, &b, &c, &d);
             double x; std::memcpy(&x, &a, 8);
             std::printf("%llx\n", (unsigned long long)encode1(x, std::ldexp(1.0, (int)b), (int)c, (int)d));
+        } else if (op == 'D') {  // load a descriptor: pieces, coefficients, lo, hi, arrays
+            std::scanf("%llx %llx %llx %llx", &a, &b, &c, &d);
+            pieces = (int)a; lo = (long long)c; hi = (long long)d;
+            cuts.assign(a, 0); offsets.assign(a + 1, 0); coeffs.assign(b ? b : 1, 0);
+            for (auto &v : cuts) { std::scanf("%llx", &a); v = (long long)a; }
+            for (auto &v : offsets) { std::scanf("%llx", &a); v = (long long)a; }
+            for (unsigned long long j = 0; j < b; j++) { std::scanf("%llx", &a); coeffs[j] = (long long)a; }
+            std::printf("0\n");
+        } else if (op == 'x') {  // descriptor_eval(q) with the loaded descriptor
+            std::scanf("%llx", &a);
+            long long r = descriptor_eval((long long)a, cuts.data(), offsets.data(), coeffs.data(), pieces, lo, hi);
+            std::printf("%llx\n", (unsigned long long)r);
         } else {
             return 2;
         }
@@ -316,4 +332,51 @@ fn ring_arithmetic_on_the_device_equals_suf_fixed() {
         bad.join("\n")
     );
     assert!(requests.len() > 100_000, "{}", requests.len());
+}
+
+#[test]
+fn descriptors_on_the_device_equal_suf_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_host_harness(dir.path());
+    let mut requests = vec![];
+    let mut expected = vec![];
+    let words = ring_words();
+    for d in [suf_fixed::tables::gelu(), suf_fixed::tables::silu()] {
+        let flat = suf_gpu::kernels::FlatDescriptor::new(&d).unwrap();
+        let ncoeffs = *flat.offsets.last().unwrap();
+        let hex = |v: &[i64]| {
+            v.iter()
+                .map(|x| format!("{:x}", *x as u64))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        requests.push(format!(
+            "D {:x} {:x} {:x} {:x} {} {} {}",
+            flat.cuts.len(),
+            ncoeffs,
+            d.input.min as u64,
+            d.input.max as u64,
+            hex(&flat.cuts),
+            hex(&flat.offsets),
+            hex(&flat.coeffs[..ncoeffs as usize])
+        ));
+        expected.push(0);
+        // Every interval start and its neighbours, and ring values of every size.
+        let mut xs: Vec<i64> = d.cuts.iter().flat_map(|&c| [c - 1, c, c + 1]).collect();
+        xs.extend(&words);
+        xs.extend((-5000..5000).map(|i| i * 7));
+        for x in xs {
+            requests.push(format!("x {:x}", x as u64));
+            expected.push(d.eval(x) as u64);
+        }
+    }
+    let got = ask(&exe, &requests);
+    let bad: Vec<String> = requests
+        .iter()
+        .zip(got.iter().zip(&expected))
+        .filter(|(_, (g, e))| g != e)
+        .take(10)
+        .map(|(r, (g, e))| format!("{}: device {g:x}, suf_fixed {e:x}", &r[..r.len().min(40)]))
+        .collect();
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
