@@ -574,7 +574,7 @@ impl DeviceDescriptor {
     pub fn upload(d: &FlatDescriptor) -> Result<Self> {
         use tract_gpu::tensor::IntoDevice;
         let up = |v: &[i64]| -> Result<DeviceTensor> {
-            Ok(tract_core::internal::Tensor::from_shape(&[v.len()], v)?.into_device()?)
+            tract_core::internal::Tensor::from_shape(&[v.len()], v)?.into_device()
         };
         Ok(DeviceDescriptor {
             cuts: up(&d.cuts)?,
