@@ -272,3 +272,117 @@ fn bucketed_padding_computes_the_same_real_token_outputs_at_every_level() {
     eprintln!("{}", table.join("\n"));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The runner end to end on the fixture config (BERT fixture on SST-2, GPT-2 fixture on
+/// LAMBADA, real data): bucketed and `--no-length-buckets` runs give the same predictions
+/// file and the same exact counts at every level; the report says which buckets were used;
+/// the resume key differs, so a run with the other setting into the same report evaluates
+/// again instead of reusing rows computed at another padding.
+#[test]
+fn suf_run_with_and_without_buckets_agrees_and_says_which_were_used() {
+    use serde_json::Value;
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| -> (Value, String, String) {
+        let json = dir.path().join(format!("{name}.json"));
+        let md = dir.path().join(format!("{name}.md"));
+        let preds = dir.path().join(format!("{name}.jsonl"));
+        let out = Command::new(env!("CARGO_BIN_EXE_suf-run"))
+            .args(["--config", "configs/fixtures.json", "--max-examples", "24"])
+            .args(["--emulation", "output,ring,sigma"])
+            .args(["--out-json", json.to_str().unwrap()])
+            .args(["--out-md", md.to_str().unwrap()])
+            .args(["--predictions-out", preds.to_str().unwrap()])
+            .args(extra)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        let report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let md = std::fs::read_to_string(&md).unwrap();
+        let preds = std::fs::read_to_string(&preds).unwrap();
+        (report, format!("{md}\n{stderr}"), preds)
+    };
+    let (on, on_text, on_preds) = run("on", &[]);
+    let (off, _, off_preds) = run("off", &["--no-length-buckets"]);
+    assert_eq!(
+        on["meta"]["length_buckets"],
+        serde_json::json!([16, 32, 64, 128])
+    );
+    assert!(off["meta"]["length_buckets"].is_null());
+    assert!(
+        on_text.contains("padded to length buckets 16, 32, 64, 128"),
+        "{on_text}"
+    );
+    assert_eq!(on_preds, off_preds, "predictions differ");
+    for (a, b) in on["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(off["rows"].as_array().unwrap())
+    {
+        let id = &a["id"];
+        let strip = |c: &Value| {
+            let mut c = c.clone();
+            c.as_object_mut().unwrap().remove("float_runtime_s");
+            for (_, l) in c["suf"].as_object_mut().unwrap() {
+                l.as_object_mut().unwrap().remove("runtime_s");
+            }
+            c
+        };
+        assert_eq!(strip(&a["counts"]), strip(&b["counts"]), "row {id}");
+        assert_ne!(a["resume_key"], b["resume_key"], "row {id}");
+        let used: Vec<u64> = a["length_buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["examples"].as_u64().unwrap())
+            .collect();
+        assert_eq!(used.iter().sum::<u64>(), 24, "row {id}: {used:?}");
+        assert!(
+            used.len() > 1,
+            "row {id}: one bucket only: {}",
+            a["length_buckets"]
+        );
+        assert_eq!(
+            b["length_buckets"],
+            serde_json::json!([{"seq_len": 128, "examples": 24}])
+        );
+        // Phases add up: the buckets' evaluation and plans are the row's.
+        let p = &a["phases"];
+        let sum = |k: &str| -> f64 {
+            p["buckets"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|b| b[k].as_f64().unwrap())
+                .sum()
+        };
+        assert!((sum("evaluate_s") - p["evaluate_s"].as_f64().unwrap()).abs() < 1e-9);
+        assert!((sum("optimise_s") - p["optimise_s"].as_f64().unwrap()).abs() < 1e-9);
+        let parts: f64 = [
+            "prepare_s",
+            "load_s",
+            "compile_s",
+            "optimise_s",
+            "evaluate_s",
+        ]
+        .iter()
+        .map(|k| p[k].as_f64().unwrap())
+        .sum();
+        assert!(parts <= p["total_s"].as_f64().unwrap() + 1e-6, "{p}");
+    }
+    // The same report path with the other setting: nothing reused.
+    let json = dir.path().join("on.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_suf-run"))
+        .args(["--config", "configs/fixtures.json", "--max-examples", "24"])
+        .args(["--emulation", "output,ring,sigma", "--no-length-buckets"])
+        .args(["--out-json", json.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("reusing"), "{stderr}");
+}
