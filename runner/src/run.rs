@@ -519,7 +519,8 @@ impl RowContext<'_> {
         }
     }
 
-    /// The row's length buckets and the examples each holds. A classifier graph without an
+    /// The row's length buckets and the examples each holds, and lines for the log (printed
+    /// once the graph passed its checks, so that an error stays one line). A classifier graph without an
     /// attention_mask input would let padding reach the real tokens: it runs unbucketed.
     fn schedule(
         &self,
@@ -527,9 +528,10 @@ impl RowContext<'_> {
         proto: &suf_compiler::ModelProto,
         inputs: &Inputs,
         notes: &mut Vec<String>,
-    ) -> Result<Vec<buckets::Bucket>> {
+    ) -> Result<(Vec<buckets::Bucket>, Vec<String>)> {
         let seq_len = self.loaded.config.global.seq_len;
         let mut lengths = self.bucket_lengths.clone();
+        let mut log = vec![];
         if lengths.len() > 1 {
             let masked = proto
                 .graph
@@ -544,7 +546,7 @@ impl RowContext<'_> {
                     buckets::describe(&lengths)
                 )
             };
-            eprintln!("row {}: {line}", row.id);
+            log.push(line.clone());
             notes.push(line);
         }
         let schedule = buckets::schedule(inputs, &lengths)?;
@@ -552,12 +554,8 @@ impl RowContext<'_> {
             .iter()
             .map(|b| format!("{}: {}", b.seq_len, b.items.len()))
             .collect();
-        eprintln!(
-            "row {}: examples per padded length: {}",
-            row.id,
-            used.join(", ")
-        );
-        Ok(schedule)
+        log.push(format!("examples per padded length: {}", used.join(", ")));
+        Ok((schedule, log))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -626,7 +624,7 @@ impl RowContext<'_> {
             }
         };
         let dir = model_path.parent();
-        let schedule = self.schedule(row, &proto, inputs, notes)?;
+        let (schedule, log) = self.schedule(row, &proto, inputs, notes)?;
         let lengths: Vec<usize> = schedule.iter().map(|b| b.seq_len).collect();
         // Always the configured batch (short batches are padded): a shard then computes each
         // example with exactly the kernels a single run uses, so merged numbers match bit for bit.
@@ -645,6 +643,9 @@ impl RowContext<'_> {
                 eprintln!("row {}: {note}", row.id);
                 notes.push(note);
             }
+        }
+        for line in log {
+            eprintln!("row {}: {line}", row.id);
         }
         let cache = self
             .cache_dir
