@@ -2,9 +2,10 @@
 //! tokens instead of to the row's `seq_len`, and batches are formed per bucket. Every bucket
 //! is a fixed shape `[batch, L]`, so tract still types the graph with fixed input facts.
 //!
-//! Default lengths: the powers of two from 16 below `seq_len`, then `seq_len` itself (128:
-//! 16, 32, 64, 128): at most 2x padding per example and few plans (one tract optimisation
-//! per graph and used bucket). `"length_buckets": [..]` in the config's global section (or
+//! Default lengths: 16 x 2^k and 16 x 3 x 2^k below `seq_len`, then `seq_len` itself (128:
+//! 16, 32, 48, 64, 96, 128; 512 adds 192, 256, 384): beyond 32 tokens at most 1.5x padding
+//! (LAMBADA prompts are mostly 64..128 tokens: powers of two alone would put nearly all of
+//! them at 128), and few plans, one tract optimisation per graph and used bucket. `"length_buckets": [..]` in the config's global section (or
 //! `--length-buckets`) sets them; `seq_len` is always added as the last. `false` (or
 //! `--no-length-buckets`) pads every example to `seq_len`, as before.
 //!
@@ -43,11 +44,7 @@ impl LengthBuckets {
         ensure!(seq_len > 0, "seq_len must be > 0");
         let mut out = match self {
             LengthBuckets::Enabled(false) => vec![],
-            LengthBuckets::Enabled(true) => {
-                std::iter::successors(Some(MIN_DEFAULT_BUCKET), |l| l.checked_mul(2))
-                    .take_while(|&l| l < seq_len)
-                    .collect()
-            }
+            LengthBuckets::Enabled(true) => default_lengths(seq_len),
             LengthBuckets::Lengths(v) => {
                 for &l in v {
                     if l == 0 || l > seq_len {
@@ -66,6 +63,23 @@ impl LengthBuckets {
     pub fn is_off(&self) -> bool {
         *self == LengthBuckets::Enabled(false)
     }
+}
+
+/// 16 x 2^k and 16 x 3 x 2^k below `seq_len`, ascending.
+fn default_lengths(seq_len: usize) -> Vec<usize> {
+    let mut out = vec![];
+    let mut p = MIN_DEFAULT_BUCKET;
+    while p < seq_len {
+        out.push(p);
+        if p >= 2 * MIN_DEFAULT_BUCKET && p + p / 2 < seq_len {
+            out.push(p + p / 2);
+        }
+        p = match p.checked_mul(2) {
+            Some(p) => p,
+            None => break,
+        };
+    }
+    out
 }
 
 /// The examples of one bucket (indices into the row's inputs, ascending).
@@ -112,7 +126,7 @@ pub fn schedule(inputs: &Inputs, lengths: &[usize]) -> Result<Vec<Bucket>> {
     Ok(buckets)
 }
 
-/// "16, 32, 64, 128" for notes and logs.
+/// "16, 32, 48, 64, 96, 128" for notes and logs.
 pub fn describe(lengths: &[usize]) -> String {
     lengths
         .iter()
@@ -127,10 +141,14 @@ mod tests {
     use crate::tokenize::{ClassifyInput, LmInput};
 
     #[test]
-    fn default_lengths_are_powers_of_two_then_seq_len() {
+    fn default_lengths_are_powers_of_two_and_midpoints_then_seq_len() {
         let on = LengthBuckets::default();
-        assert_eq!(on.lengths(128).unwrap(), [16, 32, 64, 128]);
-        assert_eq!(on.lengths(100).unwrap(), [16, 32, 64, 100]);
+        assert_eq!(on.lengths(128).unwrap(), [16, 32, 48, 64, 96, 128]);
+        assert_eq!(on.lengths(100).unwrap(), [16, 32, 48, 64, 96, 100]);
+        assert_eq!(
+            on.lengths(512).unwrap(),
+            [16, 32, 48, 64, 96, 128, 192, 256, 384, 512]
+        );
         assert_eq!(on.lengths(16).unwrap(), [16]);
         assert_eq!(on.lengths(8).unwrap(), [8]);
         assert_eq!(LengthBuckets::Enabled(false).lengths(128).unwrap(), [128]);

@@ -132,7 +132,7 @@ struct RunArgs {
     #[arg(long)]
     full_logits: bool,
     /// Pad every example to seq_len (default: to the smallest length bucket holding it,
-    /// powers of two from 16, then seq_len; also `"length_buckets": false` in the config)
+    /// 16, 32, 48, 64, 96, ... then seq_len; also `"length_buckets": false` in the config)
     #[arg(long, conflicts_with = "length_buckets")]
     no_length_buckets: bool,
     /// Length buckets, comma-separated (seq_len is always the last), e.g. 16,32,64,96,128
