@@ -15,6 +15,7 @@
 //!   some prompts of 66..110 tokens; `output` (which re-encodes to the 2^-12 grid), ring and
 //!   sigma are bit-identical on every model. Any prediction flip fails the test, listed
 //!   with its logit margin.
+//!
 //! A negative control checks the comparison notices a change: the same example with one
 //! real token changed.
 
