@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use suf_compiler::outpath::check_writable;
 
+use crate::buckets::LengthBuckets;
 use crate::report::ShardSpec;
 use crate::run::{self, RunOptions};
 use crate::single::{self, SingleModel};
@@ -132,6 +133,13 @@ struct RunArgs {
     /// only at the positions LAMBADA reads, the same numbers for a fraction of the lm_head)
     #[arg(long)]
     full_logits: bool,
+    /// Pad every example to seq_len (default: to the smallest length bucket holding it,
+    /// 16, 32, 48, 64, 96, ... then seq_len; also `"length_buckets": false` in the config)
+    #[arg(long, conflicts_with = "length_buckets")]
+    no_length_buckets: bool,
+    /// Length buckets, comma-separated (seq_len is always the last), e.g. 16,32,64,96,128
+    #[arg(long, value_delimiter = ',')]
+    length_buckets: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -348,6 +356,11 @@ fn evaluate(a: RunArgs) -> Result<()> {
         shard: a.shard,
         find_min_bits: a.find_min_bits.then_some(a.min_bits_tolerance),
         full_logits: a.full_logits,
+        length_buckets: match (a.no_length_buckets, a.length_buckets) {
+            (true, _) => Some(LengthBuckets::Enabled(false)),
+            (false, Some(v)) => Some(LengthBuckets::Lengths(v)),
+            (false, None) => None,
+        },
     };
     match single {
         Some(s) => {

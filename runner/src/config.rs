@@ -98,6 +98,11 @@ pub struct Global {
     /// default false: only where the protocol reads them.
     #[serde(default)]
     pub full_logits: bool,
+    /// Pad each example to the smallest length bucket holding it (`buckets.rs`): true (the
+    /// default lengths), false (every example to seq_len, `--no-length-buckets`) or the
+    /// lengths, e.g. [16, 32, 64, 128].
+    #[serde(default)]
+    pub length_buckets: crate::buckets::LengthBuckets,
 }
 
 /// SIGMA's reported numbers for the row (accuracies as fractions in [0, 1]).
@@ -223,6 +228,9 @@ fn validate(config: &Config) -> Result<()> {
     if g.batch_size == Some(0) {
         bail!("global: batch_size must be > 0");
     }
+    g.length_buckets
+        .lengths(g.seq_len)
+        .context("global: length_buckets")?;
     let mut seen = std::collections::HashSet::new();
     for row in &config.rows {
         let id = &row.id;
@@ -380,6 +388,29 @@ mod tests {
             .replace("glue/sst2", "lambada_openai");
         let err = format!("{:#}", parse(config_json(&lm).as_bytes()).unwrap_err());
         assert!(err.contains("label_map"), "{err}");
+    }
+
+    #[test]
+    fn length_buckets_default_on_and_are_checked_against_seq_len() {
+        let c = parse(config_json(&row_json("")).as_bytes()).unwrap();
+        assert_eq!(
+            c.global.length_buckets,
+            crate::buckets::LengthBuckets::Enabled(true)
+        );
+        let off = config_json(&row_json(""))
+            .replace(r#""seed": 0"#, r#""seed": 0, "length_buckets": false"#);
+        assert!(parse(off.as_bytes())
+            .unwrap()
+            .global
+            .length_buckets
+            .is_off());
+        let bad = config_json(&row_json(""))
+            .replace(r#""seed": 0"#, r#""seed": 0, "length_buckets": [256]"#);
+        let err = format!("{:#}", parse(bad.as_bytes()).unwrap_err());
+        assert!(
+            err.contains("length_buckets") && err.contains("256"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -50,6 +50,70 @@ pub struct TokenBatch {
     pub prompt_lens: Vec<usize>,
 }
 
+/// A graph as tract parsed it, before typing: `Engine::from_parsed` plans it for one input
+/// shape. Cloning it for another shape shares the weight tensors (tract keeps them in Arcs).
+pub struct Parsed {
+    model: InferenceModel,
+    logit_width: Option<usize>,
+    /// tract reading the ModelProto (the ONNX parse).
+    pub parse: Duration,
+}
+
+impl Parsed {
+    pub fn new(
+        framework: &tract_onnx::Onnx,
+        proto: &ModelProto,
+        model_dir: Option<&std::path::Path>,
+    ) -> Result<Self> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::build(framework, proto, model_dir)
+        }))
+        .map_err(|p| {
+            anyhow!(
+                "tract panicked while parsing the graph: {}",
+                panic_guard::payload_text(p.as_ref())
+            )
+        })?
+    }
+
+    fn build(
+        framework: &tract_onnx::Onnx,
+        proto: &ModelProto,
+        model_dir: Option<&std::path::Path>,
+    ) -> Result<Self> {
+        let dir = model_dir.and_then(|d| d.to_str());
+        let logit_width = suf_compiler::logit_positions::width_of(proto)?;
+        // The input facts set below fix every input's rank (token inputs [batch, seq],
+        // the logit positions [batch * W]); axes are checked against those ranks before
+        // tract's rules, which wrap an axis below -rank and can then loop for ever.
+        if let Some(g) = proto.graph.as_ref() {
+            let ranks: Vec<(&str, usize)> = g
+                .input
+                .iter()
+                .filter(|v| !g.initializer.iter().any(|t| t.name == v.name))
+                .map(|v| {
+                    let r = if v.name == suf_compiler::logit_positions::INPUT {
+                        1
+                    } else {
+                        2
+                    };
+                    (v.name.as_str(), r)
+                })
+                .collect();
+            suf_compiler::ranks::check_axes(g, &ranks)?;
+        }
+        let t0 = Instant::now();
+        let parsed = framework
+            .parse(proto, dir)
+            .map_err(|e| anyhow!("tract cannot parse the graph: {e:#}"))?;
+        Ok(Parsed {
+            model: parsed.model,
+            logit_width,
+            parse: t0.elapsed(),
+        })
+    }
+}
+
 /// Seconds spent building one plan, by phase.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BuildTimes {
@@ -177,34 +241,47 @@ impl Engine {
         seq_len: usize,
         probes: &[String],
     ) -> Result<Self> {
-        let dir = model_dir.and_then(|d| d.to_str());
-        let logit_width = suf_compiler::logit_positions::width_of(proto)?;
-        // The input facts set below fix every input's rank (token inputs [batch, seq],
-        // the logit positions [batch * W]); axes are checked against those ranks before
-        // tract's rules, which wrap an axis below -rank and can then loop for ever.
-        if let Some(g) = proto.graph.as_ref() {
-            let ranks: Vec<(&str, usize)> = g
-                .input
-                .iter()
-                .filter(|v| !g.initializer.iter().any(|t| t.name == v.name))
-                .map(|v| {
-                    let r = if v.name == suf_compiler::logit_positions::INPUT {
-                        1
-                    } else {
-                        2
-                    };
-                    (v.name.as_str(), r)
-                })
-                .collect();
-            suf_compiler::ranks::check_axes(g, &ranks)?;
-        }
+        let parsed = Parsed::build(framework, proto, model_dir)?;
+        let mut engine = Self::build_parsed(device, &parsed, batch, seq_len, probes)?;
+        engine.times.parse = parsed.parse;
+        Ok(engine)
+    }
+
+    /// Types, optimises and plans an already parsed graph for `[batch, seq_len]` (length
+    /// buckets: one parse, one plan per bucket). Its `times.parse` is zero (`parsed.parse`
+    /// holds the parse, done once).
+    pub fn from_parsed(
+        device: Device,
+        parsed: &Parsed,
+        batch: usize,
+        seq_len: usize,
+    ) -> Result<Self> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::build_parsed(device, parsed, batch, seq_len, &[])
+        }))
+        .map_err(|p| {
+            anyhow!(
+                "tract panicked while loading the graph: {}",
+                panic_guard::payload_text(p.as_ref())
+            )
+        })?
+    }
+
+    /// Whether the graph has an input of this role (e.g. an encoder's attention mask).
+    pub fn fills(&self, role: InputRole) -> bool {
+        self.inputs.iter().any(|(r, _)| *r == role)
+    }
+
+    fn build_parsed(
+        device: Device,
+        parsed: &Parsed,
+        batch: usize,
+        seq_len: usize,
+        probes: &[String],
+    ) -> Result<Self> {
+        let logit_width = parsed.logit_width;
         let t0 = Instant::now();
-        let parsed = framework
-            .parse(proto, dir)
-            .map_err(|e| anyhow!("tract cannot parse the graph: {e:#}"))?;
-        let parse_time = t0.elapsed();
-        let t0 = Instant::now();
-        let mut model = parsed.model;
+        let mut model = parsed.model.clone();
         let mut inputs = Vec::new();
         let input_outlets = model.input_outlets()?.to_vec();
         for (ix, outlet) in input_outlets.iter().enumerate() {
@@ -315,7 +392,7 @@ impl Engine {
             notes,
             logit_width,
             times: BuildTimes {
-                parse: parse_time,
+                parse: Duration::ZERO,
                 optimise: t0.elapsed(),
             },
             device,

@@ -9,8 +9,10 @@ use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::buckets::Bucket;
 use crate::engine::{Engine, Logits, LogitsView, TokenBatch};
 use crate::metrics::{argmax, Counts, DiffAcc};
+use crate::plans::GraphPlans;
 use crate::tokenize::{ClassifyInput, Inputs, LmInput};
 
 /// Token id used to right-pad decoder prompts; masked out and never read back.
@@ -60,87 +62,155 @@ struct Outcome {
 pub struct Evaluation {
     pub tally: RowTally,
     pub predictions: Vec<Prediction>,
+    /// Per length bucket, ascending.
+    pub buckets: Vec<BucketRun>,
 }
 
-/// `indices[i]` is the dataset index of `inputs` entry i (for sharded runs).
+/// The plans of one row: the float graph and every SUF level.
+pub struct Graphs {
+    pub float: GraphPlans,
+    pub suf: Vec<(String, GraphPlans)>,
+}
+
+/// How one bucket went: its examples, batches and evaluation wall time (plans excluded).
+#[derive(Debug, Clone)]
+pub struct BucketRun {
+    pub seq_len: usize,
+    pub examples: usize,
+    pub batches: usize,
+    pub evaluate: Duration,
+}
+
+/// Every bucket in turn (ascending length): its plans are built (or taken from the cache),
+/// its batches run in parallel, and its plans are released. `indices[i]` is the dataset
+/// index of `inputs` entry i (for sharded runs); predictions come back in that order.
 pub fn evaluate(
     inputs: &Inputs,
     indices: &[usize],
-    float: &Engine,
-    suf: &[(String, Engine)],
+    buckets: &[Bucket],
+    graphs: &mut Graphs,
     pool: &rayon::ThreadPool,
     progress: &ProgressBar,
 ) -> Result<Evaluation> {
-    let batch = float.batch;
-    let n = inputs.len();
-    let starts: Vec<usize> = (0..n).step_by(batch).collect();
-    let per_batch: Vec<(RowTally, Vec<Prediction>)> = pool.install(|| {
-        starts
-            .par_iter()
-            .map(|&start| {
-                let end = (start + batch).min(n);
-                let r = run_batch(inputs, start, end, indices, float, suf)
-                    .with_context(|| format!("examples {start}..{end}"));
-                progress.inc((end - start) as u64);
-                r
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
     let mut tally = RowTally::default();
-    for (name, _) in suf {
+    for (name, _) in &graphs.suf {
         tally.suf.insert(name.clone(), SufTally::default());
     }
-    let mut predictions = Vec::with_capacity(n);
-    for (t, p) in per_batch {
-        merge_tally(&mut tally, &t);
-        predictions.extend(p);
+    let mut predictions = Vec::with_capacity(inputs.len());
+    let mut runs = Vec::with_capacity(buckets.len());
+    for bucket in buckets {
+        let len = bucket.seq_len;
+        graphs.float.engine(len).context("float graph")?;
+        for (name, plans) in graphs.suf.iter_mut() {
+            plans
+                .engine(len)
+                .with_context(|| format!("SUF graph ({name})"))?;
+        }
+        let float = graphs.float.get(len).context("float plan just built")?;
+        let suf: Vec<(&str, &Engine)> = graphs
+            .suf
+            .iter()
+            .map(|(n, p)| Ok((n.as_str(), p.get(len).context("SUF plan just built")?)))
+            .collect::<Result<_>>()?;
+        let chunks: Vec<&[usize]> = bucket.items.chunks(float.batch).collect();
+        let t0 = Instant::now();
+        let per_batch: Vec<(RowTally, Vec<Prediction>)> = pool.install(|| {
+            chunks
+                .par_iter()
+                .map(|items| {
+                    let r = run_batch(inputs, items, indices, float, &suf)
+                        .with_context(|| describe_items(items, len));
+                    progress.inc(items.len() as u64);
+                    r
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        runs.push(BucketRun {
+            seq_len: len,
+            examples: bucket.items.len(),
+            batches: chunks.len(),
+            evaluate: t0.elapsed(),
+        });
+        for (t, p) in per_batch {
+            merge_tally(&mut tally, &t);
+            predictions.extend(p);
+        }
+        graphs.float.release(len);
+        for (_, plans) in graphs.suf.iter_mut() {
+            plans.release(len);
+        }
     }
-    Ok(Evaluation { tally, predictions })
+    predictions.sort_by_key(|p| p.index);
+    Ok(Evaluation {
+        tally,
+        predictions,
+        buckets: runs,
+    })
 }
 
-/// One SUF graph alone over every input: its counts and how many predictions equal
-/// `float_preds` (the float graph's, from an earlier pass over the same inputs).
+fn describe_items(items: &[usize], seq_len: usize) -> String {
+    match (items.first(), items.last()) {
+        (Some(a), Some(b)) => {
+            format!(
+                "examples {a}..={b} of the length-{seq_len} bucket ({} examples)",
+                items.len()
+            )
+        }
+        _ => format!("an empty batch of the length-{seq_len} bucket"),
+    }
+}
+
+/// One SUF graph alone over every input, bucket by bucket: its counts and how many
+/// predictions equal `float_preds` (the float graph's, from an earlier pass over the same
+/// inputs).
 pub fn evaluate_one(
     inputs: &Inputs,
-    engine: &Engine,
+    buckets: &[Bucket],
+    plans: &mut GraphPlans,
     float_preds: &[i64],
     pool: &rayon::ThreadPool,
     progress: &ProgressBar,
 ) -> Result<(Counts, u64)> {
-    let batch = engine.batch;
     let n = inputs.len();
     anyhow::ensure!(
         float_preds.len() == n,
         "{} float predictions for {n} inputs",
         float_preds.len()
     );
-    let starts: Vec<usize> = (0..n).step_by(batch).collect();
-    let per_batch: Vec<(Counts, u64)> = pool.install(|| {
-        starts
-            .par_iter()
-            .map(|&start| {
-                let end = (start + batch).min(n);
-                let tb = token_batch(inputs, start, end, batch, engine.seq_len);
-                let logits = engine
-                    .run(&tb)
-                    .with_context(|| format!("examples {start}..{end}"))?;
-                let mut counts = Counts::default();
-                let mut agree = 0;
-                for (row, i) in (start..end).enumerate() {
-                    let (label, out, _) = score(inputs, i, row, logits.view(), engine)?;
-                    record(&mut counts, inputs, label, &out);
-                    agree += u64::from(out.pred == float_preds[i]);
-                }
-                progress.inc((end - start) as u64);
-                Ok((counts, agree))
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
     let mut counts = Counts::default();
     let mut agree = 0;
-    for (c, a) in per_batch {
-        counts.merge(&c);
-        agree += a;
+    for bucket in buckets {
+        let len = bucket.seq_len;
+        let name = plans.name().to_string();
+        let engine = plans
+            .engine(len)
+            .with_context(|| format!("SUF graph ({name})"))?;
+        let per_batch: Vec<(Counts, u64)> = pool.install(|| {
+            bucket
+                .items
+                .par_chunks(engine.batch)
+                .map(|items| {
+                    let tb = token_batch_of(inputs, items, engine.batch, len)?;
+                    let logits = engine
+                        .run(&tb)
+                        .with_context(|| describe_items(items, len))?;
+                    let mut counts = Counts::default();
+                    let mut agree = 0;
+                    for (row, &i) in items.iter().enumerate() {
+                        let (label, out, _) = score(inputs, i, row, logits.view(), engine)?;
+                        record(&mut counts, inputs, label, &out);
+                        agree += u64::from(out.pred == float_preds[i]);
+                    }
+                    progress.inc(items.len() as u64);
+                    Ok((counts, agree))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        for (c, a) in per_batch {
+            counts.merge(&c);
+            agree += a;
+        }
+        plans.release(len);
     }
     Ok((counts, agree))
 }
@@ -159,13 +229,12 @@ pub fn merge_tally(into: &mut RowTally, t: &RowTally) {
 
 fn run_batch(
     inputs: &Inputs,
-    start: usize,
-    end: usize,
+    items: &[usize],
     indices: &[usize],
     float: &Engine,
-    suf: &[(String, Engine)],
+    suf: &[(&str, &Engine)],
 ) -> Result<(RowTally, Vec<Prediction>)> {
-    let tb = token_batch(inputs, start, end, float.batch, float.seq_len);
+    let tb = token_batch_of(inputs, items, float.batch, float.seq_len)?;
     let timed = |engine: &Engine| -> Result<(Logits, Duration)> {
         let t0 = Instant::now();
         let out = engine.run(&tb)?;
@@ -179,18 +248,18 @@ fn run_batch(
     let mut tally = RowTally::default();
     tally.float.runtime = float_time;
     for (name, _) in suf {
-        tally.suf.insert(name.clone(), SufTally::default());
+        tally.suf.insert(name.to_string(), SufTally::default());
     }
     for (name, (_, t)) in suf.iter().map(|(n, _)| n).zip(&suf_logits) {
         tally
             .suf
-            .get_mut(name)
+            .get_mut(*name)
             .expect("inserted above")
             .graph
             .runtime = *t;
     }
-    let mut predictions = Vec::with_capacity(end - start);
-    for (row, i) in (start..end).enumerate() {
+    let mut predictions = Vec::with_capacity(items.len());
+    for (row, &i) in items.iter().enumerate() {
         let (label, float_out, float_slice) =
             score(inputs, i, row, float_logits.view(), float).context("float graph")?;
         record(&mut tally.float.counts, inputs, label, &float_out);
@@ -204,12 +273,12 @@ fn run_batch(
         for ((name, engine), (logits, _)) in suf.iter().zip(&suf_logits) {
             let (_, out, slice) = score(inputs, i, row, logits.view(), engine)
                 .with_context(|| format!("SUF graph ({name})"))?;
-            let s = tally.suf.get_mut(name).expect("inserted above");
+            let s = tally.suf.get_mut(*name).expect("inserted above");
             record(&mut s.graph.counts, inputs, label, &out);
             s.agree += u64::from(out.pred == float_out.pred);
             s.diff
                 .add_slices(&float_slice.to_f64_vec(), &slice.to_f64_vec());
-            prediction.suf.insert(name.clone(), out.pred);
+            prediction.suf.insert(name.to_string(), out.pred);
         }
         predictions.push(prediction);
     }
@@ -370,6 +439,64 @@ pub fn token_batch(
     match inputs {
         Inputs::Classify(v) => classify_batch(&v[start..end], batch, seq_len),
         Inputs::Lm(v) => lm_batch(&v[start..end], batch, seq_len),
+    }
+}
+
+/// The token batch holding examples `items` (any of the row's, in this order), each padded
+/// (or cut) to `seq_len`: a length bucket. Cutting a classifier input is refused unless
+/// everything cut is masked padding; a decoder prompt must fit.
+pub fn token_batch_of(
+    inputs: &Inputs,
+    items: &[usize],
+    batch: usize,
+    seq_len: usize,
+) -> Result<TokenBatch> {
+    anyhow::ensure!(
+        !items.is_empty() && items.len() <= batch,
+        "{} examples for a batch of {batch}",
+        items.len()
+    );
+    let real = |i: usize| crate::buckets::real_len(inputs, i);
+    if let Some(&i) = items
+        .iter()
+        .find(|&&i| i >= inputs.len() || real(i) > seq_len)
+    {
+        anyhow::bail!(
+            "example {i} does not fit inputs of length {seq_len} ({} tokens)",
+            if i < inputs.len() { real(i) } else { 0 }
+        );
+    }
+    Ok(match inputs {
+        Inputs::Classify(v) => {
+            if let Some(&i) = items.iter().find(|&&i| {
+                let r = &v[i];
+                r.input_ids.len() < seq_len
+                    || r.attention_mask.len() < seq_len
+                    || r.token_type_ids.len() < seq_len
+            }) {
+                anyhow::bail!(
+                    "example {i} holds {} tokens, fewer than the batch's length {seq_len}",
+                    v[i].input_ids.len()
+                );
+            }
+            let rows: Vec<ClassifyInput> = items.iter().map(|&i| fit(&v[i], seq_len)).collect();
+            classify_batch(&rows, batch, seq_len)
+        }
+        Inputs::Lm(v) => {
+            let rows: Vec<LmInput> = items.iter().map(|&i| v[i].clone()).collect();
+            lm_batch(&rows, batch, seq_len)
+        }
+    })
+}
+
+/// A classifier input (padded to the row's `seq_len`) cut to a bucket's `seq_len`; the
+/// caller checked that only masked padding is cut.
+fn fit(r: &ClassifyInput, seq_len: usize) -> ClassifyInput {
+    ClassifyInput {
+        input_ids: r.input_ids[..seq_len].to_vec(),
+        attention_mask: r.attention_mask[..seq_len].to_vec(),
+        token_type_ids: r.token_type_ids[..seq_len].to_vec(),
+        label: r.label,
     }
 }
 

@@ -1,6 +1,7 @@
 //! suf's runner: datasets, tokenization, tract execution of float and SUF graphs, reports.
 
 pub mod bench;
+pub mod buckets;
 pub mod cache;
 pub mod cli;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod markdown;
 pub mod merge;
 pub mod metrics;
 pub mod min_bits;
+pub mod plans;
 pub mod plot;
 pub mod predictions;
 pub mod provenance;

@@ -76,7 +76,8 @@ pub fn merge(mut reports: Vec<(String, Report)>) -> Result<Report> {
             && r.meta.emulation == first.meta.emulation
             && r.meta.max_examples == first.meta.max_examples
             && r.meta.batch_size == first.meta.batch_size
-            && r.meta.full_logits == first.meta.full_logits;
+            && r.meta.full_logits == first.meta.full_logits
+            && r.meta.length_buckets == first.meta.length_buckets;
         if !same {
             bail!("{name} was produced with a different config or options than {first_name}");
         }
@@ -176,6 +177,7 @@ fn merge_row(parts: &[&RowReport]) -> Result<RowReport> {
     }
     let mut out = first.clone();
     out.fill_from_counts(total.context("no shard rows")?)?;
+    out.length_buckets = merge_bucket_counts(parts);
     out.wall_s = wall;
     out.phases = phases;
     out.peak_rss_mib = peak_rss;
@@ -189,4 +191,19 @@ fn merge_row(parts: &[&RowReport]) -> Result<RowReport> {
         }
     }
     Ok(out)
+}
+
+/// Examples per bucket length, summed over shards (a shard leaves out buckets it had no
+/// example for).
+fn merge_bucket_counts(parts: &[&RowReport]) -> Vec<crate::report::BucketCount> {
+    let mut by_len = std::collections::BTreeMap::<usize, u64>::new();
+    for p in parts {
+        for b in &p.length_buckets {
+            *by_len.entry(b.seq_len).or_default() += b.examples;
+        }
+    }
+    by_len
+        .into_iter()
+        .map(|(seq_len, examples)| crate::report::BucketCount { seq_len, examples })
+        .collect()
 }

@@ -23,9 +23,11 @@ use suf_compiler::stats::{self, NodeStats};
 use suf_fixed::ring_bits_for;
 use tract_onnx::pb::ModelProto;
 
-use crate::engine::Engine;
+use crate::buckets::Bucket;
+use crate::engine::Parsed;
 use crate::evaluate;
 use crate::metrics::Counts;
+use crate::plans::GraphPlans;
 use crate::tokenize::Inputs;
 
 /// Default tolerance of the search, in percentage points of accuracy.
@@ -81,7 +83,10 @@ pub struct Search<'a> {
     pub framework: &'a tract_onnx::Onnx,
     pub inputs: &'a Inputs,
     pub batch: usize,
-    pub seq_len: usize,
+    /// Where the trials run (the row's device).
+    pub device: crate::device::Device,
+    /// The row's length buckets (the main evaluation's): every trial pads as it did.
+    pub buckets: &'a [Bucket],
     pub frac_bits: u32,
     pub float_counts: Counts,
     pub float_preds: &'a [i64],
@@ -172,14 +177,10 @@ impl Search<'_> {
         no_wrap_acc: Option<f64>,
         record: bool,
     ) -> Result<(Trial, BTreeMap<String, NodeStats>)> {
-        let engine = Engine::new(
-            self.framework,
-            rewritten,
-            self.model_dir,
-            self.batch,
-            self.seq_len,
-        )
-        .with_context(|| format!("SUF graph ({level}, n_bits = {n_bits})"))?;
+        let parsed = Parsed::new(self.framework, rewritten, self.model_dir)
+            .with_context(|| format!("SUF graph ({level}, n_bits = {n_bits})"))?;
+        let lengths: Vec<usize> = self.buckets.iter().map(|b| b.seq_len).collect();
+        let mut plans = GraphPlans::new(level, self.device, parsed, self.batch, &lengths);
         let progress = ProgressBar::new(self.inputs.len() as u64);
         progress.set_style(
             ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
@@ -190,8 +191,15 @@ impl Search<'_> {
         if record {
             stats::set_enabled(true);
         }
-        let result =
-            evaluate::evaluate_one(self.inputs, &engine, self.float_preds, self.pool, &progress);
+        let result = evaluate::evaluate_one(
+            self.inputs,
+            self.buckets,
+            &mut plans,
+            self.float_preds,
+            self.pool,
+            &progress,
+        )
+        .with_context(|| format!("n_bits = {n_bits}"));
         let recorded = if record {
             stats::set_enabled(false);
             stats::take()

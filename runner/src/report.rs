@@ -61,6 +61,11 @@ pub struct Meta {
     /// instead of only where they are read (reports before the option: false).
     #[serde(default)]
     pub full_logits: bool,
+    /// The length buckets examples were padded to (`buckets.rs`), ascending, the last the
+    /// rows' seq_len; null: every example padded to seq_len (`--no-length-buckets`, and
+    /// reports before the option).
+    #[serde(default)]
+    pub length_buckets: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +143,25 @@ pub struct Phases {
     pub total_s: f64,
     /// Per graph ("float" and each level): tract's parse, the SUF pass, tract's optimisation.
     pub graphs: BTreeMap<String, GraphPhases>,
+    /// Per length bucket (its length as the key): batches run, tract's optimisation of
+    /// every graph for that shape (part of `optimise_s`) and its evaluation wall time (part
+    /// of `evaluate_s`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub buckets: BTreeMap<usize, BucketPhases>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BucketPhases {
+    pub batches: usize,
+    pub optimise_s: f64,
+    pub evaluate_s: f64,
+}
+
+/// How many of a row's examples were padded to one bucket length (shards add up).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BucketCount {
+    pub seq_len: usize,
+    pub examples: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -165,6 +189,12 @@ impl Phases {
             (a, b) => a.or(b),
         };
         self.total_s += other.total_s;
+        for (len, b) in &other.buckets {
+            let e = self.buckets.entry(*len).or_default();
+            e.batches += b.batches;
+            e.optimise_s += b.optimise_s;
+            e.evaluate_s += b.evaluate_s;
+        }
         for (name, g) in &other.graphs {
             let e = self.graphs.entry(name.clone()).or_default();
             e.load_s += g.load_s;
@@ -239,6 +269,10 @@ pub struct RowReport {
     /// last ones of each prompt, which the protocol reads); null: at every position.
     #[serde(default)]
     pub logit_width: Option<usize>,
+    /// Examples per length bucket they were padded to, ascending (one entry, seq_len, when
+    /// buckets are off).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub length_buckets: Vec<BucketCount>,
     /// `--find-min-bits`: per level, the smallest ring within the tolerance.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub min_bits: BTreeMap<String, MinBits>,
@@ -296,6 +330,7 @@ impl RowReport {
             phases: None,
             peak_rss_mib: None,
             logit_width: None,
+            length_buckets: Vec::new(),
             min_bits: BTreeMap::new(),
             run_notes: Vec::new(),
             predictions_sha256: None,

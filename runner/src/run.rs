@@ -8,19 +8,21 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::buckets::{self, LengthBuckets};
 use crate::cache::GraphCache;
 use crate::config::{Family, LoadedConfig, MissingModel, Row};
 use crate::data;
 use crate::device::Device;
-use crate::engine::Engine;
-use crate::evaluate::{self, Prediction};
+use crate::engine::Parsed;
+use crate::evaluate::{self, Graphs, Prediction};
 use crate::hash;
 use crate::labels;
 use crate::logit_slots;
 use crate::min_bits::{self, MinBits};
+use crate::plans::GraphPlans;
 use crate::predictions::{self, RowPredictions};
 use crate::provenance;
-use crate::report::{self, GraphPhases, Meta, Phases, Report, RowReport, ShardSpec};
+use crate::report::{self, BucketCount, GraphPhases, Meta, Phases, Report, RowReport, ShardSpec};
 use crate::suf;
 use crate::sysinfo;
 use crate::tokenize::{self, Inputs};
@@ -49,6 +51,8 @@ pub struct RunOptions {
     /// exported, instead of only at the positions LAMBADA reads (the default rewrite,
     /// `suf_compiler::logit_positions`).
     pub full_logits: bool,
+    /// `--no-length-buckets` / `--length-buckets`: overrides `global.length_buckets`.
+    pub length_buckets: Option<LengthBuckets>,
 }
 
 /// SIGMA-match tolerance of `--strict-sigma-match`, in percentage points (FuseFSS uses 1.0).
@@ -93,6 +97,13 @@ pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
             bail!("--min-bits-tolerance must be a non-negative number of percentage points (got {tol})");
         }
     }
+    let bucket_setting = opts
+        .length_buckets
+        .clone()
+        .unwrap_or_else(|| global.length_buckets.clone());
+    let bucket_lengths = bucket_setting
+        .lengths(global.seq_len)
+        .context("--length-buckets")?;
     let selected = select_rows(&loaded.config.rows, opts.rows.as_deref())?;
     let batch_size = opts
         .batch_size
@@ -142,6 +153,7 @@ pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
             merged_from: None,
             peak_rss_mib: None,
             full_logits: opts.full_logits,
+            length_buckets: (!bucket_setting.is_off()).then(|| bucket_lengths.clone()),
         },
         rows: Vec::new(),
     };
@@ -154,6 +166,7 @@ pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
         max_examples: report.meta.max_examples,
         cache_dir: opts.cache_dir.clone().or_else(|| global.cache_dir.clone()),
         device,
+        bucket_lengths,
     };
     let mut predictions: Vec<RowPredictions> = Vec::new();
     let mut rss = sysinfo::PeakRss::default();
@@ -346,6 +359,8 @@ struct RowContext<'a> {
     max_examples: Option<usize>,
     cache_dir: Option<PathBuf>,
     device: Device,
+    /// Length buckets (ascending, the last seq_len; only seq_len when off).
+    bucket_lengths: Vec<usize>,
 }
 
 impl RowContext<'_> {
@@ -392,6 +407,9 @@ impl RowContext<'_> {
             // Float logits differ between devices by float rounding: another device is
             // other code, never a reused row.
             "device": self.device.as_str(),
+            // Another padding length is another shape: float logits may differ in the last
+            // bits (tract's kernel blocking), so buckets on or off is another computation.
+            "length_buckets": self.bucket_lengths,
         });
         Ok(hash::sha256_hex(key.to_string().as_bytes()))
     }
@@ -468,6 +486,7 @@ impl RowContext<'_> {
                 logit_width,
                 &mut out.run_notes,
                 &mut phases,
+                &mut out.length_buckets,
             )?
         };
         out.fill_from_counts(report::counts_from_tally(&tally))?;
@@ -505,6 +524,45 @@ impl RowContext<'_> {
         }
     }
 
+    /// The row's length buckets and the examples each holds, and lines for the log (printed
+    /// once the graph passed its checks, so that an error stays one line). A classifier graph without an
+    /// attention_mask input would let padding reach the real tokens: it runs unbucketed.
+    fn schedule(
+        &self,
+        row: &Row,
+        proto: &suf_compiler::ModelProto,
+        inputs: &Inputs,
+        notes: &mut Vec<String>,
+    ) -> Result<(Vec<buckets::Bucket>, Vec<String>)> {
+        let seq_len = self.loaded.config.global.seq_len;
+        let mut lengths = self.bucket_lengths.clone();
+        let mut log = vec![];
+        if lengths.len() > 1 {
+            let masked = proto
+                .graph
+                .as_ref()
+                .is_some_and(|g| g.input.iter().any(|i| i.name == "attention_mask"));
+            let line = if row.family == Family::BertSeqCls && !masked {
+                lengths = vec![seq_len];
+                format!("length buckets not used: the graph has no attention_mask input, so padding would reach the real tokens; every example padded to {seq_len}")
+            } else {
+                format!(
+                    "padded to length buckets {} (each example to the smallest holding its tokens; --no-length-buckets pads every one to {seq_len})",
+                    buckets::describe(&lengths)
+                )
+            };
+            log.push(line.clone());
+            notes.push(line);
+        }
+        let schedule = buckets::schedule(inputs, &lengths)?;
+        let used: Vec<String> = schedule
+            .iter()
+            .map(|b| format!("{}: {}", b.seq_len, b.items.len()))
+            .collect();
+        log.push(format!("examples per padded length: {}", used.join(", ")));
+        Ok((schedule, log))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn run_graphs(
         &self,
@@ -516,6 +574,7 @@ impl RowContext<'_> {
         logit_width: Option<usize>,
         notes: &mut Vec<String>,
         phases: &mut Phases,
+        bucket_counts: &mut Vec<BucketCount>,
     ) -> Result<(
         evaluate::RowTally,
         Vec<Prediction>,
@@ -569,29 +628,29 @@ impl RowContext<'_> {
                 proto
             }
         };
-        phases.load_s += t_load.elapsed().as_secs_f64();
         let dir = model_path.parent();
+        let (schedule, log) = self.schedule(row, &proto, inputs, notes)?;
+        let lengths: Vec<usize> = schedule.iter().map(|b| b.seq_len).collect();
         // Always the configured batch (short batches are padded): a shard then computes each
         // example with exactly the kernels a single run uses, so merged numbers match bit for bit.
         let batch = self.batch_size;
-        let float = Engine::new_on(
-            self.device,
-            &framework,
-            &suf::normalized(&proto),
-            dir,
-            batch,
-            seq_len,
-        )
-        .context("float graph")?;
-        record_build(phases, "float", None, &float);
-        notes.extend(float.notes.iter().cloned());
+        let parsed =
+            Parsed::new(&framework, &suf::normalized(&proto), dir).context("float graph")?;
+        phases.load_s += t_load.elapsed().as_secs_f64();
+        let mut float = GraphPlans::new("float", self.device, parsed, batch, &lengths);
+        // The smallest bucket's plan now: the graph is checked before any SUF pass runs.
+        let first = float.engine(lengths[0]).context("float graph")?;
+        notes.extend(first.notes.iter().cloned());
         if row.family == Family::BertSeqCls {
-            let classes = float.output_shape.last().copied().unwrap_or(0);
+            let classes = first.output_shape.last().copied().unwrap_or(0);
             let map = labels::find(row.label_map.as_ref(), model_path)?;
             if let Some(note) = labels::check(row.task, classes, map.as_ref())? {
                 eprintln!("row {}: {note}", row.id);
                 notes.push(note);
             }
+        }
+        for line in log {
+            eprintln!("row {}: {line}", row.id);
         }
         let cache = self
             .cache_dir
@@ -599,7 +658,8 @@ impl RowContext<'_> {
             .map(|d| GraphCache::new(d, model_files, logit_width))
             .transpose()?;
         let frac_bits = row.frac_bits(global);
-        let mut suf_engines = Vec::new();
+        let mut suf_plans = Vec::new();
+        let mut compile_times = BTreeMap::new();
         for level in &self.opts.emulation {
             let t_compile = Instant::now();
             let rewritten = compile_cached(
@@ -610,11 +670,14 @@ impl RowContext<'_> {
                 frac_bits,
                 level,
             )?;
-            let compile_time = t_compile.elapsed();
-            let engine = Engine::new_on(self.device, &framework, &rewritten, dir, batch, seq_len)
+            compile_times.insert(level.clone(), t_compile.elapsed());
+            // Compiled once; typed per bucket (the SUF pass does not depend on the shape).
+            let parsed = Parsed::new(&framework, &rewritten, dir)
                 .with_context(|| format!("SUF graph ({level})"))?;
-            record_build(phases, level, Some(compile_time), &engine);
-            suf_engines.push((level.clone(), engine));
+            suf_plans.push((
+                level.clone(),
+                GraphPlans::new(level, self.device, parsed, batch, &lengths),
+            ));
         }
         // The bitwidth search recompiles the graph for every trial; otherwise its memory
         // (gigabytes for the large decoders) goes before the evaluation.
@@ -627,22 +690,34 @@ impl RowContext<'_> {
         );
         progress.set_prefix(row.id.clone());
         suf_compiler::stats::reset_carried();
-        let t_eval = Instant::now();
-        let mut evaluation =
-            evaluate::evaluate(inputs, indices, &float, &suf_engines, self.pool, &progress)?;
-        phases.evaluate_s = t_eval.elapsed().as_secs_f64();
+        let mut graphs = Graphs {
+            float,
+            suf: suf_plans,
+        };
+        let mut evaluation = evaluate::evaluate(
+            inputs,
+            indices,
+            &schedule,
+            &mut graphs,
+            self.pool,
+            &progress,
+        )?;
         progress.finish_and_clear();
+        record_plans(phases, &graphs, &compile_times, &evaluation.buckets);
+        bucket_counts.extend(evaluation.buckets.iter().map(|b| BucketCount {
+            seq_len: b.seq_len,
+            examples: b.examples as u64,
+        }));
         for (level, tally) in evaluation.tally.suf.iter_mut() {
             let level: suf_compiler::Emulation = level.parse().map_err(|e: String| anyhow!(e))?;
             if level.carries_ring() {
                 tally.max_abs_carried = Some(suf_compiler::stats::carried_max(level));
             }
         }
-        drop(suf_engines);
+        drop(graphs);
         let mut min_bits = BTreeMap::new();
         if let (Some(tolerance_pp), Some(proto)) = (self.opts.find_min_bits, &proto) {
             let t_search = Instant::now();
-            drop(float);
             let float_preds: Vec<i64> = evaluation.predictions.iter().map(|p| p.float).collect();
             let compile = |n_bits: u32, level: &str| {
                 compile_cached(cache.as_ref(), proto, &row.id, n_bits, frac_bits, level)
@@ -654,7 +729,8 @@ impl RowContext<'_> {
                 framework: &framework,
                 inputs,
                 batch,
-                seq_len: global.seq_len,
+                device: self.device,
+                buckets: &schedule,
                 frac_bits: row.frac_bits(global),
                 float_counts: evaluation.tally.float.counts,
                 float_preds: &float_preds,
@@ -722,30 +798,41 @@ fn compile_cached(
     Ok(m)
 }
 
-/// One graph's build times into the row's phases (tract's parse counts as loading).
-fn record_build(phases: &mut Phases, graph: &str, compile: Option<Duration>, engine: &Engine) {
-    let (parse, optimise) = (
-        engine.times.parse.as_secs_f64(),
-        engine.times.optimise.as_secs_f64(),
-    );
-    let compile = compile.map(|d| d.as_secs_f64());
-    phases.load_s += parse;
-    phases.optimise_s += optimise;
-    phases.compile_s += compile.unwrap_or(0.0);
-    phases.graphs.insert(
-        graph.to_string(),
-        GraphPhases {
-            load_s: parse,
-            compile_s: compile,
-            optimise_s: optimise,
-            placement: engine.placement.clone(),
-        },
-    );
-    if let Some(p) = &engine.placement {
-        eprintln!("{graph} graph on cuda: {}", p.summary());
-        if let Some(w) = p.warning() {
-            eprintln!("{graph} graph: {w}");
+/// The graphs' build times and the buckets' evaluation into the row's phases: tract's parse
+/// counts as loading, every bucket's plan as optimisation, each bucket's batches as
+/// evaluation (plans are built between buckets, never inside `evaluate_s`).
+fn record_plans(
+    phases: &mut Phases,
+    graphs: &Graphs,
+    compile: &BTreeMap<String, Duration>,
+    runs: &[evaluate::BucketRun],
+) {
+    let all = std::iter::once(&graphs.float).chain(graphs.suf.iter().map(|(_, p)| p));
+    for plans in all {
+        let parse = plans.parse.as_secs_f64();
+        let optimise = plans.optimise_total().as_secs_f64();
+        let compile = compile.get(plans.name()).map(|d| d.as_secs_f64());
+        phases.load_s += parse;
+        phases.optimise_s += optimise;
+        phases.compile_s += compile.unwrap_or(0.0);
+        phases.graphs.insert(
+            plans.name().to_string(),
+            GraphPhases {
+                load_s: parse,
+                compile_s: compile,
+                optimise_s: optimise,
+                placement: plans.placement.clone(),
+            },
+        );
+        for (len, d) in &plans.optimise {
+            phases.buckets.entry(*len).or_default().optimise_s += d.as_secs_f64();
         }
+    }
+    for run in runs {
+        let e = phases.buckets.entry(run.seq_len).or_default();
+        e.batches += run.batches;
+        e.evaluate_s += run.evaluate.as_secs_f64();
+        phases.evaluate_s += run.evaluate.as_secs_f64();
     }
 }
 
