@@ -8,7 +8,8 @@
 //! 30). The campaign (`cargo test --release --test fuzz_compile -- --ignored`) runs
 //! `SUF_FUZZ_INPUTS` inputs (default 10^6) from `SUF_FUZZ_SEED` on `SUF_FUZZ_THREADS` threads.
 //! Every input is a pure function of (seed, index), so a finding is reproduced by
-//! `SUF_FUZZ_SEED=<seed> SUF_FUZZ_ONLY=<index>`.
+//! `SUF_FUZZ_SEED=<seed> SUF_FUZZ_ONLY=<index>` (with `SUF_FUZZ_DUMP=<dir>`, the input and its
+//! rewrite are written there as ONNX files).
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -399,6 +400,19 @@ fn one_input(
     let compiled = guarded(stage, || compile(&model, &opts).ok())?;
     let Some(c) = compiled else { return Ok(()) };
     tally.compiled.fetch_add(1, Ordering::Relaxed);
+    // Reproducing a finding: SUF_FUZZ_DUMP=<dir> writes the input and its rewrite.
+    if let Ok(dir) = std::env::var("SUF_FUZZ_DUMP") {
+        let dir = Path::new(&dir);
+        let _ = std::fs::create_dir_all(dir);
+        let _ = std::fs::write(
+            dir.join(format!("{seed}-{index}.input.onnx")),
+            model.encode_to_vec(),
+        );
+        let _ = std::fs::write(
+            dir.join(format!("{seed}-{index}.compiled.onnx")),
+            c.model.encode_to_vec(),
+        );
+    }
     // tract's loading of the rewritten graph: parse, fixed input facts, type, optimise.
     if rng.chance(30) {
         let loaded = guarded("tract load", || tract_load(&c.model, tally))?;
@@ -464,6 +478,13 @@ fn campaign_with(
     timeout: Duration,
     progress: u64,
 ) -> (Vec<Finding>, Tally) {
+    // tract's typing gives up (an error, not a finding) well before an input counts as hung.
+    if std::env::var_os("SUF_TRACT_TIMEOUT_S").is_none() {
+        std::env::set_var(
+            "SUF_TRACT_TIMEOUT_S",
+            (timeout.as_secs() / 2).max(1).to_string(),
+        );
+    }
     let corpus = Arc::new(corpus());
     let tally = Arc::new(Tally::default());
     let findings = Arc::new(Mutex::new(Vec::new()));
@@ -782,4 +803,42 @@ fn axes_outside_the_rank_are_errors_in_every_axis_taking_op() {
         let err = full_path(&m).unwrap_or_else(|| panic!("{file}: {op} {name} accepted"));
         assert!(err.contains(&node) && err.contains(name), "{file}: {err}");
     }
+}
+
+/// Campaign finding (seed 401, input 409003, of 10^6): a fuzzed embedding table of rank 3
+/// sends tract's shape inference into ever larger symbolic dimensions that never finish.
+/// `Engine` gives up after `SUF_TRACT_TIMEOUT_S` with an error naming the stage. The input
+/// runs in a child process, so the runaway tract thread it leaves ends with that process.
+#[test]
+fn a_runaway_type_inference_is_an_error_not_a_hang() {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "runaway_type_inference_input",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SUF_TRACT_TIMEOUT_S", "5")
+        .env("SUF_FIXTURES_DIR", fixtures_dir())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("input 409003 of seed 401 still runs after 120 s: tract's typing hangs");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(status.success(), "the input failed: {status}");
+}
+
+#[test]
+#[ignore = "run in its own process by a_runaway_type_inference_is_an_error_not_a_hang"]
+fn runaway_type_inference_input() {
+    one_input(&corpus(), 401, 409_003, &Tally::default()).unwrap();
 }

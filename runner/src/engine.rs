@@ -143,6 +143,51 @@ pub struct Engine {
     pub placement: Option<suf_gpu::Placement>,
 }
 
+/// Seconds tract's typing and optimisation of one graph may take (`SUF_TRACT_TIMEOUT_S`).
+const DEFAULT_TRACT_TIMEOUT_S: u64 = 600;
+
+/// tract's typing and optimisation, with a deadline: on some inconsistent graphs (a fuzzed
+/// table of the wrong rank, seen: seed 401, input 409003) tract's shape inference builds ever
+/// larger symbolic dimensions and never returns. That is an error about the graph, not a
+/// hang; the runaway thread is left behind and ends with the process.
+fn type_and_optimise(model: InferenceModel, batch: usize, seq_len: usize) -> Result<TypedModel> {
+    let limit = std::env::var("SUF_TRACT_TIMEOUT_S")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(DEFAULT_TRACT_TIMEOUT_S);
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("tract-typing".into())
+        .spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let typed = model.into_typed().map_err(|e| {
+                    anyhow!("tract cannot type the graph with inputs [{batch}, {seq_len}]: {e:#}")
+                })?;
+                typed
+                    .into_optimized()
+                    .map_err(|e| anyhow!("tract cannot optimise the graph: {e:#}"))
+            }))
+            .unwrap_or_else(|p| {
+                Err(anyhow!(
+                    "tract panicked while typing the graph: {}",
+                    panic_guard::payload_text(p.as_ref())
+                ))
+            });
+            let _ = send.send(result);
+        })
+        .context("cannot start tract's typing thread")?;
+    match receive.recv_timeout(Duration::from_secs(limit)) {
+        Ok(result) => result,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => bail!(
+            "tract's typing of the graph with inputs [{batch}, {seq_len}] did not finish in {limit} s: \
+             its shapes are likely inconsistent (set SUF_TRACT_TIMEOUT_S to allow longer)"
+        ),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            bail!("tract's typing thread ended without a result")
+        }
+    }
+}
+
 /// The output to score: the one named `logits`; a model's only output otherwise (with a
 /// note saying so); with several outputs and none named `logits`, an error.
 fn pick_logits(names: &[String]) -> Result<(usize, Vec<String>)> {
@@ -350,12 +395,7 @@ impl Engine {
             );
         }
         model.select_output_outlets(&selected)?;
-        let typed = model.into_typed().map_err(|e| {
-            anyhow!("tract cannot type the graph with inputs [{batch}, {seq_len}]: {e:#}")
-        })?;
-        let optimized = typed
-            .into_optimized()
-            .map_err(|e| anyhow!("tract cannot optimise the graph: {e:#}"))?;
+        let optimized = type_and_optimise(model, batch, seq_len)?;
         let fact = optimized.output_fact(0)?;
         let output_shape = fact
             .shape
