@@ -150,7 +150,14 @@ const DEFAULT_TRACT_TIMEOUT_S: u64 = 600;
 /// table of the wrong rank, seen: seed 401, input 409003) tract's shape inference builds ever
 /// larger symbolic dimensions and never returns. That is an error about the graph, not a
 /// hang; the runaway thread is left behind and ends with the process.
-fn type_and_optimise(model: InferenceModel, batch: usize, seq_len: usize) -> Result<TypedModel> {
+/// `optimise`: false for tract-cuda, which translates the decluttered graph (tract's CPU
+/// optimisation replaces ops by CPU kernels it cannot place) and optimises after.
+fn type_and_optimise(
+    model: InferenceModel,
+    batch: usize,
+    seq_len: usize,
+    optimise: bool,
+) -> Result<TypedModel> {
     let limit = std::env::var("SUF_TRACT_TIMEOUT_S")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -163,9 +170,12 @@ fn type_and_optimise(model: InferenceModel, batch: usize, seq_len: usize) -> Res
                 let typed = model.into_typed().map_err(|e| {
                     anyhow!("tract cannot type the graph with inputs [{batch}, {seq_len}]: {e:#}")
                 })?;
-                typed
-                    .into_optimized()
-                    .map_err(|e| anyhow!("tract cannot optimise the graph: {e:#}"))
+                if optimise {
+                    typed.into_optimized()
+                } else {
+                    typed.into_decluttered()
+                }
+                .map_err(|e| anyhow!("tract cannot optimise the graph: {e:#}"))
             }))
             .unwrap_or_else(|p| {
                 Err(anyhow!(
@@ -395,7 +405,7 @@ impl Engine {
             );
         }
         model.select_output_outlets(&selected)?;
-        let optimized = type_and_optimise(model, batch, seq_len)?;
+        let optimized = type_and_optimise(model, batch, seq_len, device == Device::Cpu)?;
         let fact = optimized.output_fact(0)?;
         let output_shape = fact
             .shape
