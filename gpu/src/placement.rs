@@ -33,8 +33,12 @@ impl Placement {
         let mut p = Placement::default();
         for id in model.eval_order()? {
             let node = model.node(id);
-            if let Some(sync) = node.op_as::<DeviceSync>() {
-                match sync.kind {
+            if let Some(kind) = crate::translate::plain_sync(node).or_else(|| {
+                node.op_as::<tract_cuda::ops::CudaFusedAxisOp>()
+                    .and_then(|f| f.op.downcast_ref::<DeviceSync>())
+                    .map(|s| s.kind)
+            }) {
+                match kind {
                     DeviceSyncKind::ToDevice => p.copies_to_device += 1,
                     DeviceSyncKind::ToHost => p.copies_to_host += 1,
                 }

@@ -82,6 +82,19 @@ pub fn gpu_op_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Bo
     Ok(None)
 }
 
+/// The copy a node stands for: a DeviceSync, bare or inside tract-cuda's axis-op fusion
+/// wrapper with no axis op of its own (`fuse_axis_op` wraps the copies it passes).
+pub fn plain_sync(node: &TypedNode) -> Option<DeviceSyncKind> {
+    if let Some(sync) = node.op_as::<DeviceSync>() {
+        return Some(sync.kind);
+    }
+    let fused = node.op_as::<tract_cuda::ops::CudaFusedAxisOp>()?;
+    if fused.grouped_axis_ops.iter().any(|ops| !ops.is_empty()) {
+        return None;
+    }
+    fused.op.downcast_ref::<DeviceSync>().map(|s| s.kind)
+}
+
 #[derive(Debug, Default)]
 pub struct SufGpuTranslate;
 
@@ -156,8 +169,24 @@ impl Translate<TypedFact, Box<dyn TypedOp>, TypedFact, Box<dyn TypedOp>> for Suf
         mapping: &HashMap<OutletId, OutletId>,
     ) -> TractResult<TVec<OutletId>> {
         if let Some(op) = gpu_op_for(source, node)? {
-            let inputs = Self::wire_inputs(node, target, mapping, |_| Ok(true))?;
+            // An input that tract-cuda copied to the host for the CPU op is read where it
+            // was, on the device: no copy there and back.
+            let mut bypassed = node.clone();
+            for input in bypassed.inputs.iter_mut() {
+                let producer = source.node(input.node);
+                if plain_sync(producer) == Some(DeviceSyncKind::ToHost) {
+                    *input = producer.inputs[0];
+                }
+            }
+            let inputs = Self::wire_inputs(&bypassed, target, mapping, |_| Ok(true))?;
             return target.wire_node(&node.name, op, &inputs);
+        }
+        // A copy to the device of what is now already there is no copy.
+        if plain_sync(node) == Some(DeviceSyncKind::ToDevice) {
+            let mapped = mapping[&node.inputs[0]];
+            if on_device(target.outlet_fact(mapped)?) {
+                return Ok(tvec![mapped]);
+            }
         }
         // Every other node reads its inputs where it read them before this pass: a CPU op
         // (or a copy to the device) whose producer moved to the device gets a copy back.
