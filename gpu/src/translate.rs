@@ -23,6 +23,28 @@ use crate::sigma::GpuSufSigmaActivation;
 /// The device op for a node, when one exists for its op and input types.
 pub fn gpu_op_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Box<dyn TypedOp>>> {
     let facts = model.node_input_facts(node.id)?;
+    // A SUF node of constants only (position embeddings gathered at constant positions,
+    // quantized) stays on the CPU, where tract folds it into a constant: folded as a device
+    // op, its value would become a constant tract-cuda's kernels cannot read (suspected cause
+    // of `CudaAdd: Unexpected tensor storage type` after BERT's and GPT-2's embeddings).
+    let constant = |input: &OutletId| -> TractResult<bool> {
+        let mut outlet = *input;
+        let producer = model.node(outlet.node);
+        if plain_sync(producer) == Some(DeviceSyncKind::ToHost) {
+            outlet = producer.inputs[0];
+        }
+        Ok(model.outlet_fact(outlet)?.konst.is_some()
+            || model
+                .node(outlet.node)
+                .op_is::<tract_core::ops::konst::Const>())
+    };
+    let mut all_constant = !node.inputs.is_empty();
+    for input in &node.inputs {
+        all_constant &= constant(input)?;
+    }
+    if all_constant {
+        return Ok(None);
+    }
     let all_f32 = facts.iter().all(|f| f.datum_type == DatumType::F32);
     if let Some(ew) = node.op_as::<ElementWiseOp>() {
         if let Some(q) = ew.0.downcast_ref::<SufQuantize>() {
@@ -194,5 +216,34 @@ impl Translate<TypedFact, Box<dyn TypedOp>, TypedFact, Box<dyn TypedOp>> for Suf
             Ok(on_device(source.outlet_fact(node.inputs[ix])?))
         })?;
         target.wire_node(&node.name, node.op.clone(), &inputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use suf_compiler::{FixedPoint, Rounding};
+
+    fn quantize() -> ElementWiseOp {
+        ElementWiseOp(
+            Box::new(SufQuantize {
+                node: "q".into(),
+                fixed: FixedPoint::new(37, 12).unwrap(),
+                rounding: Rounding::Round,
+            }),
+            None,
+        )
+    }
+
+    #[test]
+    fn a_suf_node_of_data_goes_to_the_gpu_one_of_constants_stays() {
+        let mut m = TypedModel::default();
+        let x = m.add_source("x", f32::fact([4])).unwrap();
+        let k = m.add_const("k", tensor1(&[1f32, 2., 3., 4.])).unwrap();
+        let on_data = m.wire_node("on_data", quantize(), &[x]).unwrap();
+        let on_const = m.wire_node("on_const", quantize(), &[k]).unwrap();
+        let node = |o: &TVec<OutletId>| m.node(o[0].node);
+        assert!(gpu_op_for(&m, node(&on_data)).unwrap().is_some());
+        assert!(gpu_op_for(&m, node(&on_const)).unwrap().is_none());
     }
 }
