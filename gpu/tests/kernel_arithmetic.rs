@@ -173,6 +173,24 @@ fn ask(exe: &Path, requests: &[String]) -> Vec<u64> {
     answers
 }
 
+/// Every answer of the host-compiled kernel functions equals suf_fixed's.
+fn assert_answers(exe: &Path, requests: &[String], expected: &[u64]) {
+    let got = ask(exe, requests);
+    let bad: Vec<String> = requests
+        .iter()
+        .zip(got.iter().zip(expected))
+        .filter(|(_, (g, e))| g != e)
+        .map(|(r, (g, e))| format!("{}: device {g:x}, suf_fixed {e:x}", &r[..r.len().min(60)]))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} differ:\n{}",
+        bad.len(),
+        requests.len(),
+        bad[..bad.len().min(10)].join("\n")
+    );
+}
+
 fn rule_code(r: Rounding) -> i32 {
     match r {
         Rounding::Round => 0,
@@ -316,21 +334,7 @@ fn ring_arithmetic_on_the_device_equals_suf_fixed() {
             }
         }
     }
-    let got = ask(&exe, &requests);
-    let bad: Vec<String> = requests
-        .iter()
-        .zip(got.iter().zip(&expected))
-        .filter(|(_, (g, e))| g != e)
-        .take(10)
-        .map(|(r, (g, e))| format!("{r}: device {g:x}, suf_fixed {e:x}"))
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "{} of {} differ:\n{}",
-        bad.len(),
-        requests.len(),
-        bad.join("\n")
-    );
+    assert_answers(&exe, &requests, &expected);
     assert!(requests.len() > 100_000, "{}", requests.len());
 }
 
@@ -370,13 +374,5 @@ fn descriptors_on_the_device_equal_suf_fixed() {
             expected.push(d.eval(x) as u64);
         }
     }
-    let got = ask(&exe, &requests);
-    let bad: Vec<String> = requests
-        .iter()
-        .zip(got.iter().zip(&expected))
-        .filter(|(_, (g, e))| g != e)
-        .take(10)
-        .map(|(r, (g, e))| format!("{}: device {g:x}, suf_fixed {e:x}", &r[..r.len().min(40)]))
-        .collect();
-    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    assert_answers(&exe, &requests, &expected);
 }
