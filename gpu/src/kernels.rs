@@ -52,28 +52,6 @@ fn rule_code(rounding: Rounding) -> i32 {
     }
 }
 
-/// What a kernel's scan saw (suf.cu's status block).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Status {
-    /// The smallest flat index of a non-finite input, if any.
-    pub non_finite_at: Option<u64>,
-    /// The largest |x| scanned.
-    pub max_abs: f64,
-    /// Values with |x| >= the bound (they wrapped).
-    pub overflows: u64,
-}
-
-impl Status {
-    fn from_words(words: &[u64]) -> Result<Self> {
-        ensure!(words.len() >= 3, "status block of {} words", words.len());
-        Ok(Status {
-            non_finite_at: (words[0] != u64::MAX).then_some(words[0]),
-            max_abs: f64::from_bits(words[1]),
-            overflows: words[2],
-        })
-    }
-}
-
 fn contiguous(t: &DeviceTensor, what: &str) -> Result<()> {
     let natural = tract_core::internal::natural_strides(t.shape());
     ensure!(
@@ -117,7 +95,7 @@ pub fn quantize_f32(
     x: &DeviceTensor,
     bias: Option<&DeviceTensor>,
     y: &DeviceTensor,
-) -> Result<Status> {
+) -> Result<RingStatus> {
     contiguous(x, "quantize input")?;
     contiguous(y, "quantize output")?;
     ensure!(
@@ -171,12 +149,12 @@ pub fn quantize_f32(
         // `len` elements of x and y (checked above) and c of the bias.
         unsafe { launch.launch(grid(len)) }?;
         let words = stream.clone_dtoh(&status)?;
-        Status::from_words(&words)
+        RingStatus::from_words(&words)
     })
     .map_err(|e| anyhow!("{e:#}"))
 }
 
-/// What a ring kernel's scan saw (suf.cu's ring status block).
+/// What a kernel's scan saw (suf.cu's status block).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct RingStatus {
     /// The first bad element (non-finite input, or a value the output type cannot hold).
@@ -623,17 +601,19 @@ mod tests {
 
     #[test]
     fn status_reads_the_kernels_layout() {
-        let s = Status::from_words(&[u64::MAX, 2.5f64.to_bits(), 3, 0]).unwrap();
+        let s = RingStatus::from_words(&[u64::MAX, 2.5f64.to_bits(), 3, 9]).unwrap();
         assert_eq!(
             s,
-            Status {
-                non_finite_at: None,
-                max_abs: 2.5,
-                overflows: 3
+            RingStatus {
+                bad_at: None,
+                max_in: 2.5,
+                overflows: 3,
+                max_out: 9
             }
         );
-        let s = Status::from_words(&[7, 0, 0, 0]).unwrap();
-        assert_eq!(s.non_finite_at, Some(7));
+        let s = RingStatus::from_words(&[7, 0, 0, 0]).unwrap();
+        assert_eq!(s.bad_at, Some(7));
+        assert!(RingStatus::from_words(&[0, 0, 0]).is_err());
     }
 
     #[test]

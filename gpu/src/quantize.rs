@@ -7,7 +7,7 @@ use suf_compiler::tract_ops::SufQuantize;
 use tract_core::internal::*;
 use tract_gpu::tensor::{DeviceTensor, DeviceTensorExt};
 
-use crate::kernels::{self, Grid, Status};
+use crate::kernels::{self, Grid, RingStatus};
 
 /// `SufQuantize` (bias: false) or `SufQuantizeBias` (bias: true) on the device.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -26,16 +26,16 @@ impl GpuSufQuantize {
     }
 
     /// The CPU op's error for a non-finite input, and its statistics.
-    fn account(&self, status: Status, elements: usize) -> TractResult<()> {
+    fn account(&self, status: RingStatus, elements: usize) -> TractResult<()> {
         let node = &self.quantize.node;
-        if let Some(i) = status.non_finite_at {
+        if let Some(i) = status.bad_at {
             bail!(
                 "SUF node {node}: non-finite value at flat index {i} (the fixed-point input must be finite)"
             );
         }
         if stats::enabled() {
             stats::record(node, |s| {
-                s.max_abs = s.max_abs.max(status.max_abs);
+                s.max_abs = s.max_abs.max(status.max_in);
                 s.overflows += status.overflows as usize;
                 s.elements += elements;
             });

@@ -7,11 +7,12 @@
 // - integer conversions are the round-to-nearest-even ones Rust's `as` uses;
 // - the program is compiled with --fmad=false, so no a*b+c is contracted into an FMA.
 //
-// Every kernel reports into a 4-word status block (see Status in kernels.rs):
-//   [0] the smallest flat index of a non-finite input (u64::MAX when none),
-//   [1] the largest |x| seen, as the bits of an f64 (non-negative doubles order like their bits),
-//   [2] the count of |x| >= bound (values that wrapped),
-//   [3] unused.
+// Every kernel reports into a 4-word status block (RingStatus in kernels.rs):
+//   [0] the smallest flat index of a bad input (non-finite; for a decode, inexact), u64::MAX if none,
+//   [1] the largest |input| seen, as the bits of an f64 (non-negative doubles order like their
+//       bits; the unit is per kernel),
+//   [2] the count of values that wrapped,
+//   [3] the largest |output ring value| (ring kernels).
 
 typedef long long i64;
 typedef unsigned long long u64;
@@ -123,80 +124,6 @@ __device__ i64 descriptor_eval(i64 x, const i64 *cuts, const i64 *offsets, const
 // (with SUF_HOST_TEST) and checks them against suf_fixed.
 #ifndef SUF_HOST_TEST
 
-struct Scan {
-    u64 max_bits;
-    u64 overflows;
-    u64 bad;
-};
-
-__device__ __forceinline__ void scan_value(Scan *s, float x, double bound, u64 index) {
-    double a = fabs((double)x);
-    // NaN fails every comparison: not-below-the-largest-double catches NaN and infinity.
-    if (!(a <= 1.7976931348623157e308)) {
-        if (index < s->bad) s->bad = index;
-        return;
-    }
-    u64 bits = (u64)__double_as_longlong(a);
-    if (bits > s->max_bits) s->max_bits = bits;
-    if (a >= bound) s->overflows += 1;
-}
-
-// One warp's scans folded, then one atomic per warp into the status block.
-__device__ void publish(Scan s, u64 *status) {
-    for (int offset = WARP / 2; offset > 0; offset /= 2) {
-        u64 m = __shfl_down_sync(0xffffffffu, s.max_bits, offset);
-        u64 o = __shfl_down_sync(0xffffffffu, s.overflows, offset);
-        u64 b = __shfl_down_sync(0xffffffffu, s.bad, offset);
-        if (m > s.max_bits) s.max_bits = m;
-        s.overflows += o;
-        if (b < s.bad) s.bad = b;
-    }
-    if ((threadIdx.x & (WARP - 1)) == 0) {
-        if (s.bad != ~0ull) atomicMin(&status[0], s.bad);
-        atomicMax(&status[1], s.max_bits);
-        if (s.overflows) atomicAdd(&status[2], s.overflows);
-    }
-}
-
-// SufQuantize (level `output`): y = quantize(x) element by element.
-extern "C" __global__ void suf_quantize_f32(const float *x, float *y, u64 len, double scale,
-                                            double inv_scale, int rule, int n, double bound,
-                                            u64 *status) {
-    Scan s = {0ull, 0ull, ~0ull};
-    u64 stride = (u64)blockDim.x * gridDim.x;
-    // Every thread of a warp runs the same number of trips so the shuffles see the whole warp.
-    u64 start = (u64)blockIdx.x * blockDim.x + threadIdx.x;
-    for (u64 i = start; i < len; i += stride) {
-        float v = x[i];
-        scan_value(&s, v, bound, i);
-        y[i] = quantize1(v, scale, inv_scale, rule, n);
-    }
-    publish(s, status);
-}
-
-// SufQuantizeBias (level `output`): y = quantize(quantize(x) + bias[i mod c]), the f32
-// addition a separate Add would compute; both encodings are scanned, as on the CPU.
-extern "C" __global__ void suf_quantize_bias_f32(const float *x, const float *bias, float *y,
-                                                 u64 len, u64 c, double scale, double inv_scale,
-                                                 int rule, int n, double bound, u64 *status) {
-    Scan s = {0ull, 0ull, ~0ull};
-    u64 stride = (u64)blockDim.x * gridDim.x;
-    u64 start = (u64)blockIdx.x * blockDim.x + threadIdx.x;
-    for (u64 i = start; i < len; i += stride) {
-        float v = x[i];
-        scan_value(&s, v, bound, i);
-        float biased = __fadd_rn(quantize1(v, scale, inv_scale, rule, n), bias[i % c]);
-        scan_value(&s, biased, bound, i);
-        y[i] = quantize1(biased, scale, inv_scale, rule, n);
-    }
-    publish(s, status);
-}
-
-
-// ---------------------------------------------------------------- levels ring and sigma
-// Status words of the ring kernels: [0] first bad index, [1] largest |input| (f64 bits; the
-// meaning is per kernel), [2] values that wrapped, [3] largest |output ring value| (u64).
-
 struct RingScan {
     u64 in_bits;
     u64 overflows;
@@ -233,6 +160,54 @@ __device__ __forceinline__ void note_out(RingScan *s, i64 q) {
     if (a > s->out_abs) s->out_abs = a;
 }
 
+// A float input's scan: non-finite values by index, max |x| (real), the count of |x| >= bound.
+__device__ __forceinline__ void scan_value(RingScan *s, float x, double bound, u64 index) {
+    double a = fabs((double)x);
+    // NaN fails every comparison: not-below-the-largest-double catches NaN and infinity.
+    if (!(a <= 1.7976931348623157e308)) {
+        if (index < s->bad) s->bad = index;
+        return;
+    }
+    note_in(s, a);
+    if (a >= bound) s->overflows += 1;
+}
+
+// SufQuantize (level `output`): y = quantize(x) element by element.
+extern "C" __global__ void suf_quantize_f32(const float *x, float *y, u64 len, double scale,
+                                            double inv_scale, int rule, int n, double bound,
+                                            u64 *status) {
+    RingScan s = {0ull, 0ull, 0ull, ~0ull};
+    u64 stride = (u64)blockDim.x * gridDim.x;
+    // Every thread of a warp runs the same number of trips so the shuffles see the whole warp.
+    u64 start = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    for (u64 i = start; i < len; i += stride) {
+        float v = x[i];
+        scan_value(&s, v, bound, i);
+        y[i] = quantize1(v, scale, inv_scale, rule, n);
+    }
+    publish_ring(s, status);
+}
+
+// SufQuantizeBias (level `output`): y = quantize(quantize(x) + bias[i mod c]), the f32
+// addition a separate Add would compute; both encodings are scanned, as on the CPU.
+extern "C" __global__ void suf_quantize_bias_f32(const float *x, const float *bias, float *y,
+                                                 u64 len, u64 c, double scale, double inv_scale,
+                                                 int rule, int n, double bound, u64 *status) {
+    RingScan s = {0ull, 0ull, 0ull, ~0ull};
+    u64 stride = (u64)blockDim.x * gridDim.x;
+    u64 start = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    for (u64 i = start; i < len; i += stride) {
+        float v = x[i];
+        scan_value(&s, v, bound, i);
+        float biased = __fadd_rn(quantize1(v, scale, inv_scale, rule, n), bias[i % c]);
+        scan_value(&s, biased, bound, i);
+        y[i] = quantize1(biased, scale, inv_scale, rule, n);
+    }
+    publish_ring(s, status);
+}
+
+
+// ---------------------------------------------------------------- levels ring and sigma
 // SufEncode and every float operand of a ring op: q = Enc_s(x). [1] is max |x| (real),
 // [2] the count of |x| >= bound.
 extern "C" __global__ void suf_encode_f32(const float *x, i64 *q, u64 len, double scale, int rule,
@@ -240,16 +215,13 @@ extern "C" __global__ void suf_encode_f32(const float *x, i64 *q, u64 len, doubl
     RingScan s = {0ull, 0ull, 0ull, ~0ull};
     u64 stride = (u64)blockDim.x * gridDim.x;
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < len; i += stride) {
-        double v = (double)x[i];
-        double a = fabs(v);
-        if (!(a <= 1.7976931348623157e308)) {
-            if (i < s.bad) s.bad = i;
+        u64 bad = s.bad;
+        scan_value(&s, x[i], bound, i);
+        if (s.bad != bad) {
             q[i] = 0;
             continue;
         }
-        note_in(&s, a);
-        if (a >= bound) s.overflows += 1;
-        i64 r = encode1(v, scale, rule, n);
+        i64 r = encode1((double)x[i], scale, rule, n);
         note_out(&s, r);
         q[i] = r;
     }

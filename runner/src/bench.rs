@@ -81,33 +81,52 @@ pub struct Timing {
     pub placement: Option<suf_gpu::Placement>,
 }
 
+/// What every suf-bench report starts with: the binary, the machine, the model, the command.
 #[derive(Debug, Serialize)]
-pub struct BenchReport {
+pub struct BenchHeader {
     pub tool: String,
     pub git_commit: String,
     pub machine: String,
-    pub threads: usize,
-    pub device: String,
     pub model: String,
     pub name: String,
     pub n_bits: u32,
     pub frac_bits: u32,
     pub command: String,
+}
+
+impl BenchHeader {
+    fn of(args: &BenchArgs) -> Self {
+        BenchHeader {
+            tool: format!("suf-bench {}", env!("CARGO_PKG_VERSION")),
+            git_commit: sysinfo::git_commit(),
+            machine: sysinfo::machine(),
+            model: args.model.display().to_string(),
+            name: args
+                .name
+                .clone()
+                .unwrap_or_else(|| args.model.display().to_string()),
+            n_bits: args.n_bits,
+            frac_bits: args.frac_bits,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    #[serde(flatten)]
+    pub header: BenchHeader,
+    pub threads: usize,
+    pub device: String,
     pub timings: Vec<Timing>,
 }
 
 #[derive(Debug, Serialize)]
 struct CompareReport {
-    tool: String,
-    git_commit: String,
-    machine: String,
-    model: String,
-    name: String,
-    n_bits: u32,
-    frac_bits: u32,
+    #[serde(flatten)]
+    header: BenchHeader,
     batch: usize,
     seq_len: usize,
-    command: String,
     passed: bool,
     graphs: Vec<device_check::GraphComparison>,
 }
@@ -144,19 +163,9 @@ fn compare_devices(
     }
     let passed = out.iter().all(|c| c.passed());
     let report = CompareReport {
-        tool: format!("suf-bench {}", env!("CARGO_PKG_VERSION")),
-        git_commit: sysinfo::git_commit(),
-        machine: sysinfo::machine(),
-        model: args.model.display().to_string(),
-        name: args
-            .name
-            .clone()
-            .unwrap_or_else(|| args.model.display().to_string()),
-        n_bits: args.n_bits,
-        frac_bits: args.frac_bits,
+        header: BenchHeader::of(args),
         batch,
         seq_len: args.seq_len,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
         passed,
         graphs: out,
     };
@@ -328,19 +337,9 @@ fn run(args: &BenchArgs) -> Result<()> {
         }
     }
     let report = BenchReport {
-        tool: format!("suf-bench {}", env!("CARGO_PKG_VERSION")),
-        git_commit: sysinfo::git_commit(),
-        machine: sysinfo::machine(),
+        header: BenchHeader::of(args),
         threads: 1,
         device: device.to_string(),
-        model: args.model.display().to_string(),
-        name: args
-            .name
-            .clone()
-            .unwrap_or_else(|| args.model.display().to_string()),
-        n_bits: args.n_bits,
-        frac_bits: args.frac_bits,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
         timings,
     };
     report::write_atomic(&args.out_json, &serde_json::to_vec_pretty(&report)?)?;
