@@ -5,10 +5,10 @@
 #      every SUF tensor is compared bit for bit (`suf-bench --compare-devices`; exit 1 on a
 #      difference at levels ring/sigma or on a differing prediction);
 #   2. speed: `suf-bench --device cuda` at batch 8 and 64 (float and every level), with the
-#      placement of every node (what stayed on the CPU, copies per run) in the JSON.
+#      placement of every node (what stayed on the CPU, every copy per run) in the JSON.
 # Usage: bash scripts/gpu_check.sh OUT_DIR [SUF_BENCH]   (default target/release/suf-bench)
 # Env: MODEL_DIR (random exports, default models), ARCHS (default "bert-base gpt2"),
-#      N_BITS (default 50), ITERS (default 5).
+#      N_BITS (default 50), ITERS (default 5), STEP_TIMEOUT (seconds per speed step, 240).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$1
@@ -60,16 +60,28 @@ for arch in ${ARCHS:-bert-base gpt2}; do
 done
 
 say "## 2. speed on cuda"
-# Level output at the batch sizes a GPU wants; ring and sigma (whose SUF ops without a kernel
-# run on the CPU, see the placement) with fewer iterations.
+# Each level next to float in one process (interleaved rounds, ratios per round). GPT-2 as
+# suf-run runs LAMBADA rows (logits at the positions read: --logit-width 1), and once with
+# the exported full logits. Level ring's functions (f64 libm) have no GPU kernel yet: fewer runs.
+step() { timeout "${STEP_TIMEOUT:-240}" "$bench" "$@" 2>&1 | tee -a "$log" || status=1; }
 for arch in ${ARCHS:-bert-base gpt2}; do
   model="$models/random-$arch.onnx"
-  "$bench" --model "$model" --name "$arch" --device cuda --levels output \
+  width=(); [ "$arch" = bert-base ] || width=(--logit-width 1)
+  step --model "$model" --name "$arch" --device cuda --levels output,sigma "${width[@]}" \
     --batch 8,64 --seq-len 128 --warmup 1 --iters "${ITERS:-5}" --n-bits "$n" \
-    --out-json "$out/bench-$arch-output.json" 2>&1 | tee -a "$log" || status=1
-  "$bench" --model "$model" --name "$arch" --device cuda --levels ring,sigma \
-    --batch 8,64 --seq-len 128 --warmup 1 --iters 2 --n-bits "$n" \
-    --out-json "$out/bench-$arch-ring-sigma.json" 2>&1 | tee -a "$log" || status=1
+    --out-json "$out/bench-$arch-output-sigma.json"
 done
+for arch in ${ARCHS:-bert-base gpt2}; do
+  model="$models/random-$arch.onnx"
+  width=(); [ "$arch" = bert-base ] || width=(--logit-width 1)
+  step --model "$model" --name "$arch" --device cuda --levels ring "${width[@]}" \
+    --batch 8 --seq-len 128 --warmup 1 --iters 2 --n-bits "$n" \
+    --out-json "$out/bench-$arch-ring.json"
+done
+case " ${ARCHS:-bert-base gpt2} " in *" gpt2 "*)
+  step --model "$models/random-gpt2.onnx" --name gpt2-full-logits --device cuda --levels output \
+    --batch 8,64 --seq-len 128 --warmup 1 --iters 3 --n-bits "$n" \
+    --out-json "$out/bench-gpt2-full-logits.json" ;;
+esac
 say "# exit $status"
 exit $status

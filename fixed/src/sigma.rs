@@ -128,6 +128,23 @@ impl SoftmaxTables {
         1usize << self.recip_bits.saturating_sub(6)
     }
 
+    /// What [`softmax_row`] checks before any row: the ring and the tables' scales (for a
+    /// backend that computes the rows elsewhere).
+    pub fn check(&self, n_bits: u32, frac_bits: u32) -> Result<(), SigmaError> {
+        check_bits(n_bits, frac_bits)?;
+        self.check_scales(frac_bits)
+    }
+
+    /// The error of a row with `unmasked` entries past [`Self::max_row_len`].
+    pub fn row_too_long(&self, unmasked: usize) -> SigmaError {
+        SigmaError::RowTooLong {
+            unmasked,
+            bits: self.recip_bits,
+            max: self.max_row_len(),
+            table: self.reciprocal.name.clone(),
+        }
+    }
+
     fn check_scales(&self, f: u32) -> Result<(), SigmaError> {
         // d (scale f) is split as hi = d >> 8, lo = d & 255: lo is at scale f, hi at f - 8.
         let want = [
@@ -236,12 +253,7 @@ pub fn softmax_row_traced(
     }
     let unmasked = masked.iter().filter(|&&m| !m).count();
     if unmasked > tables.max_row_len() {
-        return Err(SigmaError::RowTooLong {
-            unmasked,
-            bits: tables.recip_bits,
-            max: tables.max_row_len(),
-            table: tables.reciprocal.name.clone(),
-        });
+        return Err(tables.row_too_long(unmasked));
     }
     let mut ring = Ring::new(n_bits);
     let x: Vec<i64> = q.iter().map(|&v| wrap_i64(v, n_bits)).collect();
@@ -323,6 +335,22 @@ fn check_rsqrt(rsqrt: &Descriptor, op: &'static str, c: usize, f: u32) -> Result
         Some(&tc) if tc != c as i64 => Err(bad(format!("built for C = {tc}, the row has C = {c}"))),
         _ => Ok(()),
     }
+}
+
+/// What [`layernorm_row`] and [`rmsnorm_row`] check of the ring and the rsqrt table before
+/// any row of width `c` (for a backend that computes the rows elsewhere).
+pub fn check_norm(
+    rsqrt: &Descriptor,
+    op: &'static str,
+    c: usize,
+    n_bits: u32,
+    f: u32,
+) -> Result<(), SigmaError> {
+    check_bits(n_bits, f)?;
+    if c == 0 {
+        return Err(SigmaError::EmptyRow { op });
+    }
+    check_rsqrt(rsqrt, op, c, f)
 }
 
 fn check_len(op: &'static str, what: &'static str, v: &[i64], c: usize) -> Result<(), SigmaError> {

@@ -10,41 +10,57 @@ use tract_cuda::kernels::{get_cuda_view, get_cuda_view_mut};
 use tract_gpu::tensor::DeviceTensor;
 
 const SOURCE: &str = include_str!("suf.cu");
+/// The row kernels (128-bit integer arithmetic); compiled after suf.cu as a second program,
+/// so the elementwise kernels do not depend on the row kernels' compilation.
+const ROWS_SOURCE: &str = include_str!("suf_rows.cu");
 
 /// Threads per block; the kernels fold their scans per warp, so a multiple of 32.
 const BLOCK: u32 = 256;
 /// Blocks at most: the kernels stride over larger tensors.
 const MAX_GRID: u64 = 4096;
 
-static MODULE: OnceLock<std::result::Result<Arc<CudaModule>, String>> = OnceLock::new();
+type Compiled = OnceLock<std::result::Result<Arc<CudaModule>, String>>;
+static MODULE: Compiled = OnceLock::new();
+static ROWS_MODULE: Compiled = OnceLock::new();
 
-fn module() -> Result<Arc<CudaModule>> {
-    MODULE
-        .get_or_init(|| {
-            let options = cudarc::nvrtc::CompileOptions {
-                // Part of the contract: no contraction of a*b+c, so every operation rounds
-                // as the CPU's does (see suf.cu).
-                fmad: Some(false),
-                name: Some("suf.cu".into()),
-                ..Default::default()
-            };
-            let ptx = cudarc::nvrtc::compile_ptx_with_opts(SOURCE, options)
-                .map_err(|e| format!("NVRTC cannot compile the SUF kernels: {e}"))?;
-            tract_cuda::with_cuda_stream(|stream| Ok(stream.context().load_module(ptx)?))
-                .map_err(|e| format!("cannot load the SUF kernels: {e:#}"))
-        })
-        .clone()
-        .map_err(|e| anyhow!(e))
+fn compile(
+    cell: &'static Compiled,
+    name: &str,
+    source: impl FnOnce() -> String,
+) -> Result<Arc<CudaModule>> {
+    cell.get_or_init(|| {
+        let options = cudarc::nvrtc::CompileOptions {
+            // Part of the contract: no contraction of a*b+c, so every operation rounds as
+            // the CPU's does (see suf.cu).
+            fmad: Some(false),
+            name: Some(name.into()),
+            ..Default::default()
+        };
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(source(), options)
+            .map_err(|e| format!("NVRTC cannot compile the SUF kernels ({name}): {e}"))?;
+        tract_cuda::with_cuda_stream(|stream| Ok(stream.context().load_module(ptx)?))
+            .map_err(|e| format!("cannot load the SUF kernels ({name}): {e:#}"))
+    })
+    .clone()
+    .map_err(|e| anyhow!(e))
 }
 
 fn function(name: &str) -> Result<CudaFunction> {
-    module()?
+    compile(&MODULE, "suf.cu", || SOURCE.to_string())?
         .load_function(name)
         .with_context(|| format!("SUF kernel {name} not found"))
 }
 
+pub(crate) fn row_function(name: &str) -> Result<CudaFunction> {
+    compile(&ROWS_MODULE, "suf_rows.cu", || {
+        format!("{SOURCE}\n{ROWS_SOURCE}")
+    })?
+    .load_function(name)
+    .with_context(|| format!("SUF kernel {name} not found"))
+}
+
 /// suf.cu's code for a rounding rule.
-fn rule_code(rounding: Rounding) -> i32 {
+pub(crate) fn rule_code(rounding: Rounding) -> i32 {
     match rounding {
         Rounding::Round => 0,
         Rounding::Trunc => 1,
@@ -52,7 +68,7 @@ fn rule_code(rounding: Rounding) -> i32 {
     }
 }
 
-fn contiguous(t: &DeviceTensor, what: &str) -> Result<()> {
+pub(crate) fn contiguous(t: &DeviceTensor, what: &str) -> Result<()> {
     let natural = tract_core::internal::natural_strides(t.shape());
     ensure!(
         t.strides() == natural.as_slice(),
@@ -510,6 +526,15 @@ pub struct FlatDescriptor {
 }
 
 impl FlatDescriptor {
+    /// The layout suf_rows.cu's `packed_eval` reads: [pieces, lo, hi, cuts, offsets, coefficients].
+    pub fn packed(&self) -> Vec<i64> {
+        let mut v = vec![self.cuts.len() as i64, self.min, self.max];
+        v.extend_from_slice(&self.cuts);
+        v.extend_from_slice(&self.offsets);
+        v.extend_from_slice(&self.coeffs);
+        v
+    }
+
     pub fn new(d: &suf_fixed::descriptor::Descriptor) -> Result<Self> {
         ensure!(
             !d.cuts.is_empty() && d.cuts.len() == d.polys.len(),

@@ -11,7 +11,9 @@ pub mod kernels;
 pub mod placement;
 pub mod quantize;
 pub mod ring;
+pub mod row_kernels;
 pub mod sigma;
+pub mod sigma_row;
 pub mod translate;
 
 use std::sync::Arc;

@@ -20,6 +20,10 @@ pub struct Placement {
     pub copies_to_device: usize,
     /// Device-to-host copies per run (the outputs included).
     pub copies_to_host: usize,
+    /// Every copy, as "producer -> consumers" (so a copy that should not be there can be
+    /// traced to the ops around it).
+    #[serde(default)]
+    pub copies: Vec<String>,
 }
 
 /// True for the ops suf adds (SufQuantize inside tract's element-wise wrapper included).
@@ -38,10 +42,36 @@ impl Placement {
                     .and_then(|f| f.op.downcast_ref::<DeviceSync>())
                     .map(|s| s.kind)
             }) {
-                match kind {
-                    DeviceSyncKind::ToDevice => p.copies_to_device += 1,
-                    DeviceSyncKind::ToHost => p.copies_to_host += 1,
-                }
+                let arrow = match kind {
+                    DeviceSyncKind::ToDevice => {
+                        p.copies_to_device += 1;
+                        "to device"
+                    }
+                    DeviceSyncKind::ToHost => {
+                        p.copies_to_host += 1;
+                        "to host"
+                    }
+                };
+                let label =
+                    |id: usize| format!("{} ({})", model.node(id).name, model.node(id).op.name());
+                let from = node
+                    .inputs
+                    .first()
+                    .map(|i| label(i.node))
+                    .unwrap_or_default();
+                let to: Vec<String> = node
+                    .outputs
+                    .iter()
+                    .flat_map(|o| o.successors.iter().map(|inlet| label(inlet.node)))
+                    .collect();
+                p.copies.push(format!(
+                    "{from} -> {arrow} -> {}",
+                    if to.is_empty() {
+                        "output".into()
+                    } else {
+                        to.join(", ")
+                    }
+                ));
                 continue;
             }
             if node.op_is::<tract_core::ops::source::TypedSource>()
@@ -149,6 +179,13 @@ mod tests {
         assert_eq!(p.gpu_nodes, 1);
         assert_eq!(p.copies_to_device, 1);
         assert_eq!(p.copies_to_host, 1);
+        assert_eq!(
+            p.copies,
+            vec![
+                "x (Source) -> to device -> gpu_op (Identity)".to_string(),
+                "gpu_op (Identity) -> to host -> SufThing (Identity)".to_string()
+            ]
+        );
         assert_eq!(p.cpu_nodes, vec!["SufThing (Identity)".to_string()]);
         // Identity is not a SUF op: no warning.
         assert!(p.suf_on_cpu.is_empty());

@@ -13,12 +13,14 @@ use tract_core::internal::*;
 use tract_core::model::translator::Translate;
 use tract_core::ops::element_wise::ElementWiseOp;
 use tract_gpu::fact::DeviceTypedFactExt;
+use tract_gpu::ops::change_axes::GpuAxisOp;
 use tract_gpu::sync::{DeviceSync, DeviceSyncKind};
 
 use crate::kernels::MAX_RANK;
 use crate::quantize::GpuSufQuantize;
 use crate::ring::{GpuSufEncode, GpuSufRingBinary, GpuSufRingDecode, GpuSufRingMatMul};
 use crate::sigma::GpuSufSigmaActivation;
+use crate::sigma_row::GpuSufSigmaRow;
 
 /// The device op for a node, when one exists for its op and input types.
 pub fn gpu_op_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Box<dyn TypedOp>>> {
@@ -93,6 +95,9 @@ pub fn gpu_op_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Bo
                 return Ok(Some(Box::new(gpu)));
             }
         }
+        if let Some(gpu) = GpuSufSigmaRow::new(op, &facts)? {
+            return Ok(Some(Box::new(gpu)));
+        }
     }
     if let Some(op) = node.op_as::<SufRingMatMul>() {
         let concrete = facts.iter().all(|f| f.shape.as_concrete().is_some());
@@ -115,6 +120,23 @@ pub fn plain_sync(node: &TypedNode) -> Option<DeviceSyncKind> {
         return None;
     }
     fused.op.downcast_ref::<DeviceSync>().map(|s| s.kind)
+}
+
+/// A copy to the host that tract-cuda fused with reshapes of its input (`fuse_axis_op` fuses
+/// Add, Rm and Reshape into a copy, never a Move): the reshapes, which keep a tensor
+/// contiguous, as the SUF kernels need.
+fn fused_to_host(node: &TypedNode) -> Option<&TVec<GpuAxisOp>> {
+    let fused = node.op_as::<tract_cuda::ops::CudaFusedAxisOp>()?;
+    let sync = fused.op.downcast_ref::<DeviceSync>()?;
+    let ops = fused.grouped_axis_ops.first()?;
+    let reshapes = ops.iter().all(|o| {
+        matches!(
+            o.inner,
+            AxisOp::Add(_) | AxisOp::Rm(_) | AxisOp::Reshape(..)
+        )
+    });
+    (sync.kind == DeviceSyncKind::ToHost && fused.grouped_axis_ops.len() == 1 && reshapes)
+        .then_some(ops)
 }
 
 #[derive(Debug, Default)]
@@ -192,16 +214,30 @@ impl Translate<TypedFact, Box<dyn TypedOp>, TypedFact, Box<dyn TypedOp>> for Suf
     ) -> TractResult<TVec<OutletId>> {
         if let Some(op) = gpu_op_for(source, node)? {
             // An input that tract-cuda copied to the host for the CPU op is read where it
-            // was, on the device: no copy there and back.
+            // was, on the device: no copy there and back. Reshapes fused into the copy are
+            // fused into the SUF op instead (tract-cuda applies them to its device inputs).
             let mut bypassed = node.clone();
+            let mut reshapes: TVec<TVec<GpuAxisOp>> = tvec![];
             for input in bypassed.inputs.iter_mut() {
                 let producer = source.node(input.node);
+                let mut fused = tvec![];
                 if plain_sync(producer) == Some(DeviceSyncKind::ToHost) {
                     *input = producer.inputs[0];
+                } else if let Some(ops) = fused_to_host(producer) {
+                    fused = ops.clone();
+                    *input = producer.inputs[0];
                 }
+                reshapes.push(fused);
             }
             let inputs = Self::wire_inputs(&bypassed, target, mapping, |_| Ok(true))?;
-            return target.wire_node(&node.name, op, &inputs);
+            if reshapes.iter().all(|r| r.is_empty()) {
+                return target.wire_node(&node.name, op, &inputs);
+            }
+            let fused = tract_cuda::ops::CudaFusedAxisOp {
+                grouped_axis_ops: reshapes,
+                op,
+            };
+            return target.wire_node(&node.name, fused, &inputs);
         }
         // A copy to the device of what is now already there is no copy.
         if plain_sync(node) == Some(DeviceSyncKind::ToDevice) {

@@ -1,127 +1,12 @@
-//! The SUF kernels' arithmetic (gpu/src/suf.cu) checked against suf_fixed on machines without
-//! a GPU: the device functions are compiled for the host with a C++ compiler (the CUDA
-//! intrinsics they use are IEEE operations with host equivalents, see the shim below, and
-//! contraction is off as in the NVRTC build) and fed values of every magnitude. The kernels'
-//! loops and reductions themselves run on the GPU only (scripts/gpu_check.sh).
+//! The SUF kernels' elementwise arithmetic (gpu/src/suf.cu) checked against suf_fixed on
+//! machines without a GPU, through the host-compiled harness (host_harness/), on values of
+//! every magnitude. The kernels' loops and reductions themselves run on the GPU only
+//! (scripts/gpu_check.sh).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod host_harness;
 
+use host_harness::{ask, assert_answers, build_host_harness, next, rule_code};
 use suf_fixed::{FixedPoint, Rounding};
-
-const SHIM: &str = r#"
-#include <cmath>
-#include <cstdint>
-#include <cstdio>
-#include <cstring>
-#include <vector>
-#define __device__
-#define __forceinline__ inline
-#define SUF_HOST_TEST 1
-static inline double __dmul_rn(double a, double b) { return a * b; }
-static inline float __fmul_rn(float a, float b) { return a * b; }
-static inline float __fadd_rn(float a, float b) { return a + b; }
-static inline float __double2float_rn(double d) { return (float)d; }
-static inline double __ll2double_rn(long long q) { return (double)q; }
-static inline float __ll2float_rn(long long q) { return (float)q; }
-static inline double __ull2double_rn(unsigned long long q) { return (double)q; }
-static inline long long __double_as_longlong(double v) { long long b; std::memcpy(&b, &v, 8); return b; }
-static inline int __clzll(long long v) { return __builtin_clzll((unsigned long long)v); }
-static inline int __ffsll(long long v) { return __builtin_ffsll(v); }
-static inline long long __mul64hi(long long a, long long b) { return (long long)(((__int128)a * b) >> 64); }
-using std::rint; using std::trunc; using std::floor; using std::fabs; using std::ldexp;
-#include "suf.cu"
-// One request per line: an op letter and its operands (hex words); one hex answer per line.
-static std::vector<long long> cuts, offsets, coeffs;
-static int pieces;
-static long long lo, hi;
-int main() {
-    char op;
-    while (std::scanf(" %c", &op) == 1) {
-        unsigned long long a, b, c, d;
-        if (op == 'q') {  // quantize1(x f32 bits, rule, n, f)
-            std::scanf("%llx %llx %llx %llx", &a, &b, &c, &d);
-            unsigned bits = (unsigned)a; float x; std::memcpy(&x, &bits, 4);
-            float y = quantize1(x, std::ldexp(1.0, (int)d), std::ldexp(1.0, -(int)d), (int)b, (int)c);
-            unsigned out; std::memcpy(&out, &y, 4);
-            std::printf("%x\n", out);
-        } else if (op == 't') {  // truncate_rule(v, shift, rule)
-            std::scanf("%llx %llx %llx", &a, &b, &c);
-            std::printf("%llx\n", (unsigned long long)truncate_rule((long long)a, (int)b, (int)c));
-        } else if (op == 'a') {  // ars(v, shift, n)
-            std::scanf("%llx %llx %llx", &a, &b, &c);
-            std::printf("%llx\n", (unsigned long long)ars((long long)a, (int)b, (int)c));
-        } else if (op == 'w') {  // abs128_to_double(hi, lo) bits
-            std::scanf("%llx %llx", &a, &b);
-            double r = abs128_to_double((long long)a, b);
-            std::printf("%llx\n", (unsigned long long)__double_as_longlong(r));
-        } else if (op == 's') {  // significant_bits(q)
-            std::scanf("%llx", &a);
-            std::printf("%x\n", significant_bits((long long)a));
-        } else if (op == 'e') {  // encode1(x f64 bits, scale bits, rule, n)
-            std::scanf("%llx %llx %llx %llx", &a, &b, &c, &d);
-            double x; std::memcpy(&x, &a, 8);
-            std::printf("%llx\n", (unsigned long long)encode1(x, std::ldexp(1.0, (int)b), (int)c, (int)d));
-        } else if (op == 'D') {  // load a descriptor: pieces, coefficients, lo, hi, arrays
-            std::scanf("%llx %llx %llx %llx", &a, &b, &c, &d);
-            pieces = (int)a; lo = (long long)c; hi = (long long)d;
-            cuts.assign(a, 0); offsets.assign(a + 1, 0); coeffs.assign(b ? b : 1, 0);
-            for (auto &v : cuts) { std::scanf("%llx", &a); v = (long long)a; }
-            for (auto &v : offsets) { std::scanf("%llx", &a); v = (long long)a; }
-            for (unsigned long long j = 0; j < b; j++) { std::scanf("%llx", &a); coeffs[j] = (long long)a; }
-            std::printf("0\n");
-        } else if (op == 'x') {  // descriptor_eval(q) with the loaded descriptor
-            std::scanf("%llx", &a);
-            long long r = descriptor_eval((long long)a, cuts.data(), offsets.data(), coeffs.data(), pieces, lo, hi);
-            std::printf("%llx\n", (unsigned long long)r);
-        } else {
-            return 2;
-        }
-    }
-    return 0;
-}
-"#;
-
-fn compiler() -> String {
-    std::env::var("CXX").unwrap_or_else(|_| "c++".into())
-}
-
-fn build_host_harness(dir: &Path) -> PathBuf {
-    let src_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let main = dir.join("harness.cpp");
-    std::fs::write(&main, SHIM).unwrap();
-    let exe = dir.join("harness");
-    let out = Command::new(compiler())
-        .args([
-            "-O2",
-            "-std=c++17",
-            "-ffp-contract=off",
-            "-fno-fast-math",
-            "-I",
-        ])
-        .arg(&src_dir)
-        .arg(&main)
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .unwrap_or_else(|e| panic!("this test needs a C++ compiler ({}): {e}", compiler()));
-    assert!(
-        out.status.success(),
-        "compiling suf.cu for the host failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
-
-/// splitmix64, so the inputs are the same on every run.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 /// Finite f32 values of every magnitude: random bit patterns, grid points, ties, ring edges.
 fn inputs(fixed: FixedPoint) -> Vec<f32> {
@@ -149,54 +34,6 @@ fn inputs(fixed: FixedPoint) -> Vec<f32> {
         v.extend([edge + g, -edge + g, 2.0 * edge + g, 1e6 + g, -3.3e9 + g]);
     }
     v
-}
-
-/// Sends one request per line to the host-compiled kernel functions; their hex answers.
-fn ask(exe: &Path, requests: &[String]) -> Vec<u64> {
-    let mut child = Command::new(exe)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let text = requests.join("\n") + "\n";
-    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()).unwrap());
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    assert!(out.status.success(), "harness failed");
-    let answers: Vec<u64> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| u64::from_str_radix(l, 16).unwrap())
-        .collect();
-    assert_eq!(answers.len(), requests.len());
-    answers
-}
-
-/// Every answer of the host-compiled kernel functions equals suf_fixed's.
-fn assert_answers(exe: &Path, requests: &[String], expected: &[u64]) {
-    let got = ask(exe, requests);
-    let bad: Vec<String> = requests
-        .iter()
-        .zip(got.iter().zip(expected))
-        .filter(|(_, (g, e))| g != e)
-        .map(|(r, (g, e))| format!("{}: device {g:x}, suf_fixed {e:x}", &r[..r.len().min(60)]))
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "{} of {} differ:\n{}",
-        bad.len(),
-        requests.len(),
-        bad[..bad.len().min(10)].join("\n")
-    );
-}
-
-fn rule_code(r: Rounding) -> i32 {
-    match r {
-        Rounding::Round => 0,
-        Rounding::Trunc => 1,
-        Rounding::Floor => 2,
-    }
 }
 
 #[test]

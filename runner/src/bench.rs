@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// Label for the model in the report
     #[arg(long)]
     name: Option<String>,
+    /// Decoders: compute the vocabulary logits at the last W positions only, as `suf-run`
+    /// does for LAMBADA rows (default: at every position, as exported)
+    #[arg(long)]
+    logit_width: Option<usize>,
     /// Also time level `output` with one op kind at a time (where the SUF overhead goes)
     #[arg(long)]
     breakdown: bool,
@@ -91,6 +95,8 @@ pub struct BenchHeader {
     pub name: String,
     pub n_bits: u32,
     pub frac_bits: u32,
+    /// `--logit-width`: decoders computed the logits at this many positions (None: all).
+    pub logit_width: Option<usize>,
     pub command: String,
 }
 
@@ -107,6 +113,7 @@ impl BenchHeader {
                 .unwrap_or_else(|| args.model.display().to_string()),
             n_bits: args.n_bits,
             frac_bits: args.frac_bits,
+            logit_width: args.logit_width,
             command: std::env::args().collect::<Vec<_>>().join(" "),
         }
     }
@@ -245,6 +252,22 @@ fn run(args: &BenchArgs) -> Result<()> {
             args.model.display()
         )
     })?;
+    let proto = match args.logit_width {
+        Some(w) => {
+            let mut proto = proto;
+            if let Some(g) = proto.graph.as_mut() {
+                suf_compiler::normalize::normalize(g);
+            }
+            let r = suf_compiler::logit_positions::restrict(proto, w)
+                .context("--logit-width: computing logits only at the last positions")?;
+            eprintln!(
+                "logits at the last {w} of {} positions ({} projects only those)",
+                args.seq_len, r.projection
+            );
+            r.model
+        }
+        None => proto,
+    };
     let framework = suf::framework();
     let dir = args.model.parent();
     let mut graphs = vec![("float".to_string(), suf::normalized(&proto))];
