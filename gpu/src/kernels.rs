@@ -34,6 +34,8 @@ fn compile(
             // the CPU's does (see suf.cu).
             fmad: Some(false),
             name: Some(name.into()),
+            // The row kernels compute in 128-bit integers, which NVRTC takes only with this.
+            options: vec!["--device-int128".into()],
             ..Default::default()
         };
         let ptx = cudarc::nvrtc::compile_ptx_with_opts(source(), options)

@@ -52,12 +52,56 @@ pub fn prepare(model: TypedModel) -> Result<(Arc<TypedSimplePlan>, Placement)> {
     }
 }
 
+/// `SUF_GPU_DUMP_DIR`: every stage of the cuda plan's model as text (node, op, inputs,
+/// output facts), for tracing a placement or a failing kernel input on the GPU machine.
+fn dump(model: &TypedModel, stage: &str) {
+    let Some(dir) = std::env::var_os("SUF_GPU_DUMP_DIR") else {
+        return;
+    };
+    let mut text = String::new();
+    for node in &model.nodes {
+        let facts: Vec<String> = node
+            .outputs
+            .iter()
+            .map(|o| format!("{:?}", o.fact))
+            .collect();
+        let inputs: Vec<String> = node
+            .inputs
+            .iter()
+            .map(|i| format!("{}/{}", i.node, i.slot))
+            .collect();
+        text += &format!(
+            "{} {:?} {} in=[{}] out=[{}]\n",
+            node.id,
+            node.name,
+            node.op.name(),
+            inputs.join(","),
+            facts.join(" ; ")
+        );
+    }
+    text += &format!("outputs {:?}\n", model.outputs);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let path = std::path::Path::new(&dir).join(format!("{stamp}-{stage}.txt"));
+    if let Err(e) = std::fs::write(&path, text) {
+        eprintln!("SUF_GPU_DUMP_DIR: cannot write {}: {e}", path.display());
+    }
+}
+
 fn build(mut model: TypedModel) -> TractResult<(Arc<TypedSimplePlan>, Placement)> {
     elementary::rewrite(&mut model)?;
     tract_cuda::CudaTransform.transform(&mut model)?;
+    dump(&model, "1-cuda-transform");
     let mut model = translate::SufGpuTranslate.translate(&model)?;
     tract_gpu::rewrite_rules::rewire_syncs::rewire_syncs(&mut model)?;
-    model.optimize()?;
+    dump(&model, "2-suf-translate");
+    // Diagnosis switch (SUF_GPU_NO_OPTIMIZE=1): plan the translated model as it is.
+    if std::env::var_os("SUF_GPU_NO_OPTIMIZE").is_none() {
+        model.optimize()?;
+    }
+    dump(&model, "3-optimized");
     let placement = Placement::of(&model)?;
     // As tract-cuda's own runtime: the simple order, device memory from the turn handler.
     let options = RunOptions {
