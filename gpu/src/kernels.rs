@@ -47,7 +47,7 @@ fn compile(
     .map_err(|e| anyhow!(e))
 }
 
-fn function(name: &str) -> Result<CudaFunction> {
+pub(crate) fn function(name: &str) -> Result<CudaFunction> {
     compile(&MODULE, "suf.cu", || SOURCE.to_string())?
         .load_function(name)
         .with_context(|| format!("SUF kernel {name} not found"))
@@ -81,7 +81,7 @@ pub(crate) fn contiguous(t: &DeviceTensor, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn grid(len: u64) -> LaunchConfig {
+pub(crate) fn grid(len: u64) -> LaunchConfig {
     let blocks = len.div_ceil(BLOCK as u64).clamp(1, MAX_GRID) as u32;
     LaunchConfig {
         grid_dim: (blocks, 1, 1),
@@ -514,6 +514,45 @@ pub fn ring_finish(
             .arg(&f);
         l.arg(&status);
     })
+}
+
+/// y = q as f64 (exact while |q| < 2^53); returns max |q|.
+pub fn to_f64(q: &DeviceTensor, y: &DeviceTensor) -> Result<u64> {
+    contiguous(q, "f64 operand")?;
+    ensure!(
+        q.len() == y.len() && y.datum_type() == tract_core::internal::DatumType::F64,
+        "to_f64: {} values into {} {:?}",
+        q.len(),
+        y.len(),
+        y.datum_type()
+    );
+    let len = q.len() as u64;
+    let (qv, mut yv) = (get_cuda_view(q), get_cuda_view_mut(y));
+    let status = ring_launch!("suf_i64_to_f64", len, |l, status| {
+        l.arg(&qv).arg(&mut yv).arg(&len).arg(&status);
+    })?;
+    Ok(status.max_out)
+}
+
+/// q = x for integral doubles below 2^53 (the products of the f64 path).
+pub fn from_f64(x: &DeviceTensor, q: &DeviceTensor) -> Result<()> {
+    ensure!(
+        x.len() == q.len(),
+        "from_f64: {} values into {}",
+        x.len(),
+        q.len()
+    );
+    let len = x.len() as u64;
+    let (xv, mut qv) = (get_cuda_view(x), get_cuda_view_mut(q));
+    let func = function("suf_f64_to_i64")?;
+    tract_cuda::with_cuda_stream(|stream| {
+        let mut l = stream.launch_builder(&func);
+        l.arg(&xv).arg(&mut qv).arg(&len);
+        // SAFETY: suf_f64_to_i64(const double*, i64*, u64): both views hold `len` elements.
+        unsafe { l.launch(grid(len)) }?;
+        Ok(())
+    })
+    .map_err(|e| anyhow!("{e:#}"))
 }
 
 /// A descriptor as the kernels read it: interval starts, per-piece coefficient offsets and

@@ -6,8 +6,10 @@
 //! plan is built, so this crate builds (and its host-side logic is tested) on machines
 //! without a GPU, and `available()` says in one line why a machine cannot run it.
 
+pub mod dgemm;
 pub mod elementary;
 pub mod kernels;
+pub mod lazy_consts;
 pub mod placement;
 pub mod quantize;
 pub mod ring;
@@ -93,6 +95,7 @@ fn dump(model: &TypedModel, stage: &str) {
 fn build(mut model: TypedModel) -> TractResult<(Arc<TypedSimplePlan>, Placement)> {
     elementary::rewrite(&mut model)?;
     tract_cuda::CudaTransform.transform(&mut model)?;
+    lazy_consts::repair(&mut model)?;
     dump(&model, "1-cuda-transform");
     let mut model = translate::SufGpuTranslate.translate(&model)?;
     tract_gpu::rewrite_rules::rewire_syncs::rewire_syncs(&mut model)?;
@@ -100,6 +103,7 @@ fn build(mut model: TypedModel) -> TractResult<(Arc<TypedSimplePlan>, Placement)
     // Diagnosis switch (SUF_GPU_NO_OPTIMIZE=1): plan the translated model as it is.
     if std::env::var_os("SUF_GPU_NO_OPTIMIZE").is_none() {
         model.optimize()?;
+        lazy_consts::repair(&mut model)?;
     }
     dump(&model, "3-optimized");
     let placement = Placement::of(&model)?;

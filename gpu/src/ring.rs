@@ -390,7 +390,15 @@ impl EvalOp for GpuSufRingMatMul {
             None => None,
         };
         let c = make_tensor_for_node(ctx, DatumType::I64, &c_shape)?;
-        kernels::ring_gemm(&geometry, a, b, &c).map_err(|e| anyhow!("SUF node {node}: {e:#}"))?;
+        // FP64 where the computed bound proves it exact, else the 64-bit integer kernel.
+        let exact_f64 = std::env::var_os("SUF_GPU_NO_DGEMM").is_none()
+            && c.len() > 0
+            && crate::dgemm::try_product(&geometry, a, b, &c)
+                .map_err(|e| anyhow!("SUF node {node}: {e:#}"))?;
+        if !exact_f64 {
+            kernels::ring_gemm(&geometry, a, b, &c)
+                .map_err(|e| anyhow!("SUF node {node}: {e:#}"))?;
+        }
         let status = if c.len() > 0 {
             kernels::ring_finish(
                 op.fixed.n_bits(),

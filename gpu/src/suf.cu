@@ -386,4 +386,25 @@ extern "C" __global__ void suf_sigma_activation(const i64 *x, i64 *y, u64 len, c
     publish_ring(s, status);
 }
 
+// The f64 product path (dgemm.rs): ring values to doubles, recording max |q| in [3] (the
+// conversion is exact for |q| < 2^53, which the caller's bound requires), and back.
+extern "C" __global__ void suf_i64_to_f64(const i64 *x, double *y, u64 len, u64 *status) {
+    RingScan s = {0ull, 0ull, 0ull, ~0ull};
+    u64 stride = (u64)blockDim.x * gridDim.x;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < len; i += stride) {
+        i64 q = x[i];
+        note_out(&s, q);
+        y[i] = __ll2double_rn(q);
+    }
+    publish_ring(s, status);
+}
+
+// An exact integral double (|v| < 2^53) to its integer.
+extern "C" __global__ void suf_f64_to_i64(const double *x, i64 *y, u64 len) {
+    u64 stride = (u64)blockDim.x * gridDim.x;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < len; i += stride) {
+        y[i] = __double2ll_rn(x[i]);
+    }
+}
+
 #endif  // SUF_HOST_TEST
