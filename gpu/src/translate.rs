@@ -26,9 +26,9 @@ use crate::sigma_row::GpuSufSigmaRow;
 pub fn gpu_op_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Box<dyn TypedOp>>> {
     let facts = model.node_input_facts(node.id)?;
     // A SUF node of constants only (position embeddings gathered at constant positions,
-    // quantized) stays on the CPU, where tract folds it into a constant: folded as a device
-    // op, its value would become a constant tract-cuda's kernels cannot read (suspected cause
-    // of `CudaAdd: Unexpected tensor storage type` after BERT's and GPT-2's embeddings).
+    // quantized) stays on the CPU, where tract folds it into a constant once, instead of a
+    // kernel per run. (The `CudaAdd: Unexpected tensor storage type` failure with probes,
+    // first suspected here, came from tract-cuda's lazily hosted constants: lazy_consts.rs.)
     let constant = |input: &OutletId| -> TractResult<bool> {
         let mut outlet = *input;
         let producer = model.node(outlet.node);
