@@ -1,5 +1,6 @@
 //! suf's runner: datasets, tokenization, tract execution of float and SUF graphs, reports.
 
+pub mod allocator;
 pub mod bench;
 pub mod buckets;
 pub mod cache;

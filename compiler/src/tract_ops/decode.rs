@@ -20,11 +20,23 @@ pub struct SufRingDecode {
     pub to: DatumType,
 }
 
-/// q * 2^-f in `F`, or the first value `F` cannot hold. Exact when the integer survives
-/// the round trip (through i128: an i64 cast would saturate 2^63 back to i64::MAX and call
-/// it exact); scaling by 2^-f is exact in binary floating point (no ring value is small
-/// enough to go subnormal).
-/// `mantissa`: F's significand bits; every |q| up to 2^mantissa is exact without the check.
+/// The first q (index, value) that `F` cannot hold: exact when the integer survives the
+/// round trip (through i128: an i64 cast would saturate 2^63 back to i64::MAX and call it
+/// exact). `mantissa`: F's significand bits; every |q| up to 2^mantissa is exact unchecked.
+fn first_inexact<F: Copy>(
+    q: &[i64],
+    mantissa: u32,
+    to: impl Fn(i64) -> F,
+    back: impl Fn(F) -> i128,
+) -> Option<(usize, i64)> {
+    let exact = 1u64 << mantissa;
+    q.iter()
+        .position(|&v| v.unsigned_abs() > exact && back(to(v)) != i128::from(v))
+        .map(|i| (i, q[i]))
+}
+
+/// q * 2^-f in `F`, or the first value `F` cannot hold. Scaling by 2^-f is exact in binary
+/// floating point (no ring value is small enough to go subnormal).
 fn decode_as<F: Copy + std::ops::Mul<Output = F>>(
     q: &[i64],
     inv: F,
@@ -32,18 +44,31 @@ fn decode_as<F: Copy + std::ops::Mul<Output = F>>(
     to: impl Fn(i64) -> F,
     back: impl Fn(F) -> i128,
 ) -> Result<Vec<F>, (usize, i64)> {
-    let exact = 1u64 << mantissa;
-    // Sized up front: collecting through `Result` cannot, and regrew (and copied) logits
-    // of hundreds of MB.
-    let mut out = Vec::with_capacity(q.len());
-    for (i, &v) in q.iter().enumerate() {
-        let x = to(v);
-        if v.unsigned_abs() > exact && back(x) != i128::from(v) {
-            return Err((i, v));
-        }
-        out.push(x * inv);
+    // The check first, in its own loop (branch-predictable, no stores), then one pass that
+    // only converts: collecting a slice's map sizes the output once.
+    if let Some(bad) = first_inexact(q, mantissa, &to, back) {
+        return Err(bad);
     }
-    Ok(out)
+    Ok(q.iter().map(|&v| to(v) * inv).collect())
+}
+
+/// `decode_f64` in place: an i64 and an f64 are both 8 bytes, so a ring tensor the op owns
+/// (a graph output's logits: hundreds of MB) becomes its f64 tensor without a second buffer.
+fn decode_f64_in_place(t: &mut Tensor, inv: f64) -> TractResult<Result<(), (usize, i64)>> {
+    {
+        let mut plain = t.try_as_plain_ram_mut()?;
+        let q = plain.as_slice_mut::<i64>()?;
+        if let Some(bad) = first_inexact(q, f64::MANTISSA_DIGITS, |v| v as f64, |x| x as i128) {
+            return Ok(Err(bad));
+        }
+        for v in q.iter_mut() {
+            *v = ((*v as f64) * inv).to_bits() as i64;
+        }
+    }
+    // SAFETY: every element was just rewritten as the bits of an f64, and the two types
+    // share size and alignment.
+    unsafe { t.set_datum_type(DatumType::F64) };
+    Ok(Ok(()))
 }
 
 impl Op for SufRingDecode {
@@ -72,15 +97,16 @@ impl EvalOp for SufRingDecode {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let x = inputs.first().context("SufRingDecode takes one input")?;
+        let x = inputs
+            .into_iter()
+            .next()
+            .context("SufRingDecode takes one input")?;
         ensure!(
             x.datum_type() == DatumType::I64,
             "SUF node {}: expects a ring (i64) tensor, got {:?}",
             self.node,
             x.datum_type()
         );
-        let plain = x.try_as_plain_ram()?;
-        let q = plain.as_slice::<i64>()?;
         let fail = |(i, v): (usize, i64), what: &str| {
             anyhow!(
                 "SUF node {}: ring value {v} (real {}) at flat index {i} cannot be carried \
@@ -89,16 +115,20 @@ impl EvalOp for SufRingDecode {
                 self.fixed.decode(v)
             )
         };
+        if self.to == DatumType::F64 {
+            // The plan hands over a tensor no other op reads without a copy.
+            let mut t = x.into_tensor();
+            let inv = pow2(-(self.fixed.frac_bits() as i32));
+            decode_f64_in_place(&mut t, inv)?.map_err(|e| fail(e, "f64"))?;
+            return Ok(tvec!(t.into_tvalue()));
+        }
+        let plain = x.try_as_plain_ram()?;
+        let q = plain.as_slice::<i64>()?;
         // The decoded Vec becomes the tensor's storage (no copy).
-        let y = if self.to == DatumType::F64 {
-            let y = self.decode_f64(q).map_err(|e| fail(e, "f64"))?;
-            tract_ndarray::ArrayD::from_shape_vec(x.shape(), y)?.into_tensor()
-        } else {
-            let y = self
-                .decode(q)
-                .map_err(|e| fail(e, "f32 into the float op that reads it"))?;
-            tract_ndarray::ArrayD::from_shape_vec(x.shape(), y)?.into_tensor()
-        };
+        let y = self
+            .decode(q)
+            .map_err(|e| fail(e, "f32 into the float op that reads it"))?;
+        let y = tract_ndarray::ArrayD::from_shape_vec(x.shape(), y)?.into_tensor();
         Ok(tvec!(y.into_tvalue()))
     }
 }
@@ -166,5 +196,32 @@ mod tests {
         assert_eq!(d.decode_f64(&[i64::MIN]).unwrap(), vec![-(2f64.powi(51))]);
         assert_eq!(d.decode_f64(&[i64::MAX]), Err((0, i64::MAX)));
         assert_eq!(d.decode(&[i64::MAX]), Err((0, i64::MAX)));
+    }
+
+    #[test]
+    fn in_place_decoding_equals_the_copying_one() {
+        let d = op(64, DatumType::F64);
+        let q = [0i64, -1, 3, i64::MIN, (1 << 53) - 1, -(1 << 40) + 7];
+        let mut t = tensor1(&q);
+        decode_f64_in_place(&mut t, 1.0 / 4096.0).unwrap().unwrap();
+        assert_eq!(t.datum_type(), DatumType::F64);
+        let got: Vec<u64> = t
+            .as_slice::<f64>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        let want: Vec<u64> = d
+            .decode_f64(&q)
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        assert_eq!(got, want);
+        let mut bad = tensor1(&[1i64, i64::MAX]);
+        assert_eq!(
+            decode_f64_in_place(&mut bad, 1.0 / 4096.0).unwrap(),
+            Err((1, i64::MAX))
+        );
     }
 }
