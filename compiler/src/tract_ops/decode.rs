@@ -206,6 +206,8 @@ mod tests {
         decode_f64_in_place(&mut t, 1.0 / 4096.0).unwrap().unwrap();
         assert_eq!(t.datum_type(), DatumType::F64);
         let got: Vec<u64> = t
+            .try_as_plain_ram()
+            .unwrap()
             .as_slice::<f64>()
             .unwrap()
             .iter()
