@@ -35,32 +35,43 @@ impl GpuSufSigmaActivation {
     }
 }
 
-impl PartialEq for GpuSufSigmaActivation {
-    fn eq(&self, other: &Self) -> bool {
-        self.op == other.op && self.table == other.table
-    }
+/// The impls every level-sigma device op shares: equal when the CPU op and the uploaded
+/// tables are, hashed by node, named, described by its `info_line`.
+macro_rules! sigma_device_op {
+    ($ty:ident, $name:literal, $tables:ident) => {
+        impl PartialEq for $ty {
+            fn eq(&self, other: &Self) -> bool {
+                self.op == other.op && self.$tables == other.$tables
+            }
+        }
+
+        impl Eq for $ty {}
+
+        impl std::hash::Hash for $ty {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.op.node.hash(state);
+            }
+        }
+
+        impl Op for $ty {
+            fn name(&self) -> StaticName {
+                $name.into()
+            }
+            fn info(&self) -> TractResult<Vec<String>> {
+                Ok(vec![self.info_line()])
+            }
+            op_as_typed_op!();
+        }
+    };
 }
+pub(crate) use sigma_device_op;
 
-impl Eq for GpuSufSigmaActivation {}
+sigma_device_op!(GpuSufSigmaActivation, "GpuSufSigmaActivation", table);
 
-impl std::hash::Hash for GpuSufSigmaActivation {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.op.node.hash(state);
+impl GpuSufSigmaActivation {
+    fn info_line(&self) -> String {
+        format!("node={} pieces={}", self.op.node, self.table.cuts.len())
     }
-}
-
-impl Op for GpuSufSigmaActivation {
-    fn name(&self) -> StaticName {
-        "GpuSufSigmaActivation".into()
-    }
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "node={} pieces={}",
-            self.op.node,
-            self.table.cuts.len()
-        )])
-    }
-    op_as_typed_op!();
 }
 
 impl EvalOp for GpuSufSigmaActivation {

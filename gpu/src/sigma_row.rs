@@ -220,33 +220,17 @@ impl GpuSufSigmaRow {
     }
 }
 
-impl PartialEq for GpuSufSigmaRow {
-    fn eq(&self, other: &Self) -> bool {
-        self.op == other.op && self.tables == other.tables
-    }
-}
+crate::sigma::sigma_device_op!(GpuSufSigmaRow, "GpuSufSigmaRow", tables);
 
-impl Eq for GpuSufSigmaRow {}
-
-impl std::hash::Hash for GpuSufSigmaRow {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.op.node.hash(state);
-    }
-}
-
-impl Op for GpuSufSigmaRow {
-    fn name(&self) -> StaticName {
-        "GpuSufSigmaRow".into()
-    }
-    fn info(&self) -> TractResult<Vec<String>> {
+impl GpuSufSigmaRow {
+    fn info_line(&self) -> String {
         let what = match self.kind {
             RowKind::Softmax(_) => "softmax",
             RowKind::LayerNorm(_) => "layernorm",
             RowKind::RmsNorm(_) => "rmsnorm",
         };
-        Ok(vec![format!("node={} {what}", self.op.node)])
+        format!("node={} {what}", self.op.node)
     }
-    op_as_typed_op!();
 }
 
 impl EvalOp for GpuSufSigmaRow {
