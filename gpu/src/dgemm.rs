@@ -88,7 +88,8 @@ pub fn try_product(
     b: &DeviceTensor,
     c: &DeviceTensor,
 ) -> Result<bool> {
-    let Some(plan) = batch_plan(shape) else {
+    // cuBLAS refuses leading dimensions of 0: an empty inner product is the integer kernel's.
+    let Some(plan) = batch_plan(shape).filter(|_| shape.k > 0) else {
         return Ok(false);
     };
     let f64_of = |t: &DeviceTensor| -> Result<(DeviceTensor, u64)> {
