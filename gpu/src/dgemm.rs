@@ -13,6 +13,13 @@ use tract_gpu::tensor::DeviceTensor;
 
 use crate::kernels::{self, GemmShape};
 
+/// False when `SUF_GPU_NO_DGEMM` is set (every product then takes the integer kernel, for
+/// comparing the two exact paths); read once per process, not per product.
+pub fn enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var_os("SUF_GPU_NO_DGEMM").is_none())
+}
+
 /// True when f64 sums of k products of |a| <= max_a and |b| <= max_b are exact.
 pub fn exact_in_f64(k: usize, max_a: u64, max_b: u64) -> bool {
     (k as u128)

@@ -67,6 +67,12 @@ pub(crate) fn ring_operand(
     }
 }
 
+/// The output fact of an op that maps its first input to a ring tensor of the same shape,
+/// on the device.
+pub(crate) fn ring_fact_of_first(inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+    tract_gpu::utils::facts_to_device_facts(inputs, |f| Ok(tvec!(i64::fact(f[0].shape.clone()))))
+}
+
 fn device_input<'a>(
     inputs: &'a TVec<TValue>,
     ix: usize,
@@ -137,9 +143,7 @@ impl EvalOp for GpuSufEncode {
 
 impl TypedOp for GpuSufEncode {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        tract_gpu::utils::facts_to_device_facts(inputs, |f| {
-            Ok(tvec!(i64::fact(f[0].shape.clone())))
-        })
+        crate::ring::ring_fact_of_first(inputs)
     }
     as_op!();
 }
@@ -391,7 +395,7 @@ impl EvalOp for GpuSufRingMatMul {
         };
         let c = make_tensor_for_node(ctx, DatumType::I64, &c_shape)?;
         // FP64 where the computed bound proves it exact, else the 64-bit integer kernel.
-        let exact_f64 = std::env::var_os("SUF_GPU_NO_DGEMM").is_none()
+        let exact_f64 = crate::dgemm::enabled()
             && c.len() > 0
             && crate::dgemm::try_product(&geometry, a, b, &c)
                 .map_err(|e| anyhow!("SUF node {node}: {e:#}"))?;
