@@ -251,6 +251,30 @@ mod tests {
         assert_eq!(y, [-5495, -1832, 1832, 5495]);
     }
 
+    /// The GPU kernels (gpu/src/suf_ring_fn.cu) take erf(z) = +-1 for |z| >= 6 and
+    /// tanh(u) = +-1 for |u| >= 22 without calling a function: libm must agree everywhere
+    /// beyond those cuts, from the cut itself (and the doubles just above it) to infinity.
+    #[test]
+    fn erf_and_tanh_are_exactly_one_beyond_the_gpu_cuts() {
+        for (cut, function) in [(6.0f64, libm::erf as fn(f64) -> f64), (22.0, libm::tanh)] {
+            let mut points = vec![cut, f64::INFINITY, f64::MAX];
+            let mut v = cut;
+            for _ in 0..1000 {
+                v = f64::from_bits(v.to_bits() + 1);
+                points.push(v);
+            }
+            let mut v = cut;
+            while v < 1e300 {
+                points.push(v);
+                v *= 1.0001;
+            }
+            for p in points {
+                assert_eq!(function(p), 1.0, "at {p}");
+                assert_eq!(function(-p), -1.0, "at -{p}");
+            }
+        }
+    }
+
     #[test]
     fn values_beyond_f64_are_refused() {
         let fixed = FixedPoint::new(64, 12).unwrap();

@@ -13,6 +13,8 @@ const SOURCE: &str = include_str!("suf.cu");
 /// The row kernels (128-bit integer arithmetic); compiled after suf.cu as a second program,
 /// so the elementwise kernels do not depend on the row kernels' compilation.
 const ROWS_SOURCE: &str = include_str!("suf_rows.cu");
+/// Level `ring`'s float functions (suf_ring_fn.cu), compiled with the row kernels.
+const RING_FN_SOURCE: &str = include_str!("suf_ring_fn.cu");
 
 /// Threads per block; the kernels fold their scans per warp, so a multiple of 32.
 const BLOCK: u32 = 256;
@@ -55,7 +57,7 @@ pub(crate) fn function(name: &str) -> Result<CudaFunction> {
 
 pub(crate) fn row_function(name: &str) -> Result<CudaFunction> {
     compile(&ROWS_MODULE, "suf_rows.cu", || {
-        format!("{SOURCE}\n{ROWS_SOURCE}")
+        format!("{SOURCE}\n{ROWS_SOURCE}\n{RING_FN_SOURCE}")
     })?
     .load_function(name)
     .with_context(|| format!("SUF kernel {name} not found"))

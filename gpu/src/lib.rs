@@ -13,6 +13,8 @@ pub mod lazy_consts;
 pub mod placement;
 pub mod quantize;
 pub mod ring;
+pub mod ring_fn;
+pub mod ring_fn_kernels;
 pub mod row_kernels;
 pub mod sigma;
 pub mod sigma_row;

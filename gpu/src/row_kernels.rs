@@ -64,7 +64,7 @@ fn row_config(rows: u64, c: usize) -> LaunchConfig {
 }
 
 /// The rows of `x` (the last axis is a row) and their width.
-fn rows_of(x: &DeviceTensor, y: &DeviceTensor) -> Result<(u64, usize)> {
+pub(crate) fn rows_of(x: &DeviceTensor, y: &DeviceTensor) -> Result<(u64, usize)> {
     contiguous(x, "row input")?;
     contiguous(y, "row output")?;
     ensure!(
@@ -110,6 +110,29 @@ pub struct MaskArg<'a> {
     pub strides: Vec<usize>,
 }
 
+/// The scores' shape and the mask's strides as the softmax kernels take them, and the rank;
+/// checks that the strides stay inside the mask.
+pub(crate) fn mask_dims(x: &DeviceTensor, mask: Option<&MaskArg>) -> Result<(Dims, Dims, usize)> {
+    let shape = x.shape();
+    let rank = shape.len();
+    let strides = match mask {
+        Some(m) => {
+            contiguous(m.bias, "mask bias")?;
+            ensure!(m.strides.len() == rank, "mask strides of another rank");
+            let reach: usize = shape
+                .iter()
+                .zip(&m.strides)
+                .map(|(d, s)| d.saturating_sub(1) * s)
+                .sum::<usize>()
+                + 1;
+            ensure!(reach <= m.bias.len(), "mask strides reach beyond the mask");
+            Dims::new(&m.strides)?
+        }
+        None => Dims::default(),
+    };
+    Ok((Dims::new(shape)?, strides, rank))
+}
+
 /// The fixed point of a row op.
 #[derive(Debug, Clone, Copy)]
 pub struct RowRing {
@@ -130,23 +153,7 @@ pub fn sigma_softmax(
     y: &DeviceTensor,
 ) -> Result<RowStatus> {
     let (rows, c) = rows_of(x, y)?;
-    let shape = x.shape().to_vec();
-    let rank = shape.len();
-    let (dims, strides) = match mask {
-        Some(m) => {
-            contiguous(m.bias, "mask bias")?;
-            ensure!(m.strides.len() == rank, "mask strides of another rank");
-            let reach: usize = shape
-                .iter()
-                .zip(&m.strides)
-                .map(|(d, s)| d.saturating_sub(1) * s)
-                .sum::<usize>()
-                + 1;
-            ensure!(reach <= m.bias.len(), "mask strides reach beyond the mask");
-            (Dims::new(&shape)?, Dims::new(&m.strides)?)
-        }
-        None => (Dims::new(&shape)?, Dims::default()),
-    };
+    let (dims, strides, rank) = mask_dims(x, mask)?;
     let (c32, rank32, recip) = (c as i32, rank as i32, recip_bits as i32);
     let (n, rule) = (ring.n_bits as i32, rule_code(ring.rounding));
     let bound = ((ring.n_bits as i32 - 1 - ring.frac_bits as i32) as f64).exp2();

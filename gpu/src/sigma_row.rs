@@ -60,6 +60,27 @@ pub fn mask_strides(src: &[usize], shape: &[usize]) -> Option<Vec<usize>> {
     Some(strides)
 }
 
+/// A softmax node's attention-mask bias (its second input, if any) on the device, with its
+/// strides at the scores' coordinates.
+pub(crate) fn device_mask<'a>(
+    node: &str,
+    inputs: &'a TVec<TValue>,
+    x: &DeviceTensor,
+) -> TractResult<Option<MaskArg<'a>>> {
+    let Some(m) = inputs.get(1) else {
+        return Ok(None);
+    };
+    let bias = m.to_device_tensor()?;
+    ensure!(
+        bias.datum_type() == DatumType::F32,
+        "SUF node {node}: the mask bias must be f32 on the device, got {:?}",
+        bias.datum_type()
+    );
+    let strides = mask_strides(bias.shape(), x.shape())
+        .with_context(|| format!("SUF node {node}: mask bias does not broadcast"))?;
+    Ok(Some(MaskArg { bias, strides }))
+}
+
 impl GpuSufSigmaRow {
     /// The device op for a SIGMA row node whose inputs the kernels read (x ring or f32;
     /// mask, gamma, beta f32); None otherwise.
@@ -132,24 +153,7 @@ impl GpuSufSigmaRow {
         tables
             .check(n, f)
             .map_err(|e| anyhow!("SUF node {node}: {e}"))?;
-        let mask = match inputs.get(1) {
-            Some(m) => {
-                let bias = m.to_device_tensor()?;
-                ensure!(
-                    bias.datum_type() == DatumType::F32,
-                    "SUF node {node}: the mask bias must be f32 on the device, got {:?}",
-                    bias.datum_type()
-                );
-                let strides = mask_strides(bias.shape(), x.shape())
-                    .with_context(|| format!("SUF node {node}: mask bias does not broadcast"))?;
-                Some((bias, strides))
-            }
-            None => None,
-        };
-        let mask = mask.as_ref().map(|(bias, strides)| MaskArg {
-            bias,
-            strides: strides.clone(),
-        });
+        let mask = device_mask(node, inputs, x)?;
         let status = row_kernels::sigma_softmax(
             self.ring(),
             self.tables()?,

@@ -19,6 +19,7 @@ use tract_gpu::sync::{DeviceSync, DeviceSyncKind};
 use crate::kernels::MAX_RANK;
 use crate::quantize::GpuSufQuantize;
 use crate::ring::{GpuSufEncode, GpuSufRingBinary, GpuSufRingDecode, GpuSufRingMatMul};
+use crate::ring_fn::GpuSufRingFunction;
 use crate::sigma::GpuSufSigmaActivation;
 use crate::sigma_row::GpuSufSigmaRow;
 
@@ -96,6 +97,9 @@ pub fn gpu_op_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Bo
             }
         }
         if let Some(gpu) = GpuSufSigmaRow::new(op, &facts)? {
+            return Ok(Some(Box::new(gpu)));
+        }
+        if let Some(gpu) = GpuSufRingFunction::new(op, &facts)? {
             return Ok(Some(Box::new(gpu)));
         }
     }

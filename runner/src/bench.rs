@@ -163,6 +163,12 @@ fn compare_devices(
             c.rows,
             if c.passed() { "ok" } else { "FAILED" }
         );
+        if c.ring_tensors_recomputed_on_cpu > 0 {
+            eprintln!(
+                "          {} tensors of level ring's functions recomputed on the CPU (an output the GPU could not certify)",
+                c.ring_tensors_recomputed_on_cpu
+            );
+        }
         for d in c.differing.iter().take(5) {
             eprintln!("          {d}");
         }

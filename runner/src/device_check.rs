@@ -32,6 +32,9 @@ pub struct GraphComparison {
     pub rows: usize,
     /// Where the cuda plan ran its nodes.
     pub placement: Option<suf_gpu::Placement>,
+    /// Level `ring`: tensors of the cuda run whose float functions had an output the GPU
+    /// could not certify, recomputed on the CPU (suf-gpu's ring_fn.rs).
+    pub ring_tensors_recomputed_on_cpu: u64,
 }
 
 impl GraphComparison {
@@ -121,7 +124,9 @@ pub fn compare(
     let cpu = build(Device::Cpu)?;
     let cuda = build(Device::Cuda)?;
     let on_cpu = cpu.run_all(tb).context("cpu run")?;
+    let recomputed_before = suf_gpu::ring_fn::host_recomputed();
     let on_cuda = cuda.run_all(tb).context("cuda run")?;
+    let recomputed = suf_gpu::ring_fn::host_recomputed() - recomputed_before;
     let mut cmp = GraphComparison {
         graph: name.to_string(),
         tensors: probes.len(),
@@ -133,6 +138,7 @@ pub fn compare(
         prediction_flips: 0,
         rows: 0,
         placement: cuda.placement.clone(),
+        ring_tensors_recomputed_on_cpu: recomputed,
     };
     for (probe, (a, b)) in probes.iter().zip(on_cpu.iter().zip(&on_cuda).skip(1)) {
         let (diff, n) = differing_elements(a, b).with_context(|| format!("SUF tensor {probe}"))?;
@@ -191,6 +197,7 @@ mod tests {
             prediction_flips: 0,
             rows: 1,
             placement: None,
+            ring_tensors_recomputed_on_cpu: 0,
         };
         assert!(c.passed());
         c.logits_equal = false;

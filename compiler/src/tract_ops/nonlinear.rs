@@ -353,6 +353,14 @@ impl EvalOp for SufNonlinear {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        self.eval_on_host(inputs)
+    }
+}
+
+impl SufNonlinear {
+    /// The op on host tensors: what `eval` computes; the GPU op of level `ring` calls it for a
+    /// tensor whose rounding it cannot certify (suf-gpu's ring_fn.rs).
+    pub fn eval_on_host(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = inputs
             .first()
             .with_context(|| format!("SUF node {}: no input", self.node))?;

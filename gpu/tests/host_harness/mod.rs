@@ -30,8 +30,28 @@ static inline int __clzll(long long v) { return v ? __builtin_clzll((unsigned lo
 static inline int __ffsll(long long v) { return __builtin_ffsll(v); }
 static inline long long __mul64hi(long long a, long long b) { return (long long)(((__int128)a * b) >> 64); }
 using std::rint; using std::trunc; using std::floor; using std::fabs; using std::ldexp;
+using std::erf; using std::tanh; using std::exp; using std::sqrt; using std::nextafter;
+// The ring functions' transcendental results moved by a set number of ulps: a stand-in for
+// CUDA's functions, which differ from libm's by a few.
+static long long perturb_ulps = 0;
+static double ring_fn_perturb(double v) {
+    if (v == 0.0 || !std::isfinite(v)) return v;
+    double ulp = std::nextafter(std::fabs(v), INFINITY) - std::fabs(v);
+    // The sign follows a bit of v, so the moves differ from value to value (a uniform move
+    // would cancel in a softmax's quotients).
+    long long bits; std::memcpy(&bits, &v, 8);
+    double k = (double)perturb_ulps * (((bits >> 17) & 1) ? 1.0 : -1.0);
+    return v + k * ulp;
+}
+#define RING_FN_PERTURB(v) ring_fn_perturb(v)
 #include "suf.cu"
 #include "suf_rows.cu"
+#include "suf_ring_fn.cu"
+static void print_ring_fn(const RingFnScan &s, const std::vector<long long> &y) {
+    std::printf("%llx %llx %llx %llx %llx %llx", s.bad, s.in_abs, s.uncertified, s.out_abs, s.inexact, s.nonfinite);
+    for (long long v : y) std::printf(" %llx", (unsigned long long)v);
+    std::printf("\n");
+}
 // One request per line: an op letter and its operands (hex words); one hex answer per line.
 static std::vector<long long> cuts, offsets, coeffs;
 static int pieces;
@@ -50,7 +70,7 @@ static void print_row(unsigned need, unsigned long long live, const RowScan &sca
 int main() {
     char op;
     while (std::scanf(" %c", &op) == 1) {
-        unsigned long long a, b, c, d;
+        unsigned long long a, b, c, d, op_arg;
         if (op == 'q') {  // quantize1(x f32 bits, rule, n, f)
             std::scanf("%llx %llx %llx %llx", &a, &b, &c, &d);
             unsigned bits = (unsigned)a; float x; std::memcpy(&x, &bits, 4);
@@ -112,6 +132,41 @@ int main() {
             RowResult r = norm_row(x.data(), y.data(), c, g.data(), p[5] ? b.data() : nullptr,
                                    packed.data() + p[3], (int)p[0], (int)p[1], (int)p[2], &scan);
             print_row(r.need, r.live, scan, y);
+        } else if (op == 'K') {  // the perturbation of the ring functions, in ulps (signed)
+            std::scanf("%llx", &a);
+            perturb_ulps = (long long)a;
+            std::printf("0\n");
+        } else if (op == 'G') {  // ring_activation + emit: kind q n f rule -> y bits, bound bits, q, uncertified
+            std::scanf("%llx %llx %llx %llx %llx", &a, &b, &c, &d, &op_arg);
+            double bound;
+            double f2 = std::ldexp(1.0, (int)d);
+            double y = ring_activation((int)a, (double)(long long)b * std::ldexp(1.0, -(int)d), &bound);
+            RingFnScan s; ring_fn_scan_init(&s);
+            long long q = ring_fn_emit(y, bound, f2, 1.0, (int)op_arg, (int)c, 0, &s);
+            std::printf("%llx %llx %llx %llx\n", (unsigned long long)__double_as_longlong(y),
+                        (unsigned long long)__double_as_longlong(bound), (unsigned long long)q, s.uncertified);
+        } else if (op == 'M') {  // ring_softmax_row: n f rule c has_mask x.. mask..
+            unsigned long long p[5];
+            for (auto &w : p) std::scanf("%llx", &w);
+            int n = (int)p[0], f = (int)p[1], c = (int)p[3];
+            std::vector<long long> x = read_words(c), y(c, 0);
+            std::vector<float> m(c);
+            if (p[4]) for (auto &v : m) { unsigned bits; std::scanf("%x", &bits); std::memcpy(&v, &bits, 4); }
+            RowMask mask = {p[4] ? m.data() : nullptr, 0, 1, std::ldexp(1.0, n - 1 - f), std::ldexp(1.0, f), (int)p[2]};
+            RingFnScan s; ring_fn_scan_init(&s);
+            ring_softmax_row(x.data(), y.data(), c, &mask, n, std::ldexp(1.0, f), std::ldexp(1.0, -f), 1.0, (int)p[2], 0, &s);
+            print_ring_fn(s, y);
+        } else if (op == 'L') {  // ring_norm_row: center n f rule eps_bits c has_beta x.. gamma.. beta..
+            unsigned long long p[7];
+            for (auto &w : p) std::scanf("%llx", &w);
+            int n = (int)p[1], f = (int)p[2], c = (int)p[5];
+            double eps; std::memcpy(&eps, &p[4], 8);
+            std::vector<long long> x = read_words(c), g = read_words(c), y(c, 0);
+            std::vector<long long> bt = p[6] ? read_words(c) : std::vector<long long>();
+            RingFnScan s; ring_fn_scan_init(&s);
+            ring_norm_row(x.data(), y.data(), c, g.data(), p[6] ? bt.data() : nullptr, (int)p[0], eps, n,
+                          std::ldexp(1.0, f), std::ldexp(1.0, -f), (int)p[3], 0, &s);
+            print_ring_fn(s, y);
         } else {
             return 2;
         }
