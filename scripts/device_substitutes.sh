@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Issue 6 pipeline on the GPU machine, one stage per call (the model packages are larger than
-# one call may carry, so they travel in chunks and are stashed between calls).
+# one call may carry, so they travel in chunks and are stashed between calls). A call carries
+# at most 64 MiB with the tracked tree (~43 MB), so chunks of ~21 MB: e.g. the GGUF as
+# `xz -6` (90.5 MB) split into 5 (`split -b 21000000 -d`), one chunk per call, calls back to
+# back (the machine is released after 30 s idle, and the stash with it).
 #   stash DIR         move a carried chunk folder into /root/stash
 #   minilm            reassemble MiniLM, fine-tune SST-2 and MRPC, export, PyTorch eval
 #   smollm2           reassemble the GGUF, dequantize, export, PyTorch LAMBADA eval
