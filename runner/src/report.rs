@@ -148,6 +148,15 @@ pub struct Phases {
     /// of `evaluate_s`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub buckets: BTreeMap<usize, BucketPhases>,
+    /// `--device cuda`, level `ring`: tensors of its float functions with an output the GPU
+    /// could not certify equal to the CPU's, recomputed whole by the CPU op (exact either
+    /// way; suf-gpu's ring_fn.rs). Shown so a slow ring row on a GPU can be explained.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ring_tensors_recomputed_on_cpu: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -189,6 +198,7 @@ impl Phases {
             (a, b) => a.or(b),
         };
         self.total_s += other.total_s;
+        self.ring_tensors_recomputed_on_cpu += other.ring_tensors_recomputed_on_cpu;
         for (len, b) in &other.buckets {
             let e = self.buckets.entry(*len).or_default();
             e.batches += b.batches;
@@ -507,6 +517,26 @@ pub fn read_report(path: &Path) -> Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_phases_add_the_ring_recomputations_and_zero_is_not_written() {
+        let mut a = Phases {
+            ring_tensors_recomputed_on_cpu: 2,
+            ..Default::default()
+        };
+        let b = Phases {
+            ring_tensors_recomputed_on_cpu: 3,
+            ..Default::default()
+        };
+        a.add(&b);
+        assert_eq!(a.ring_tensors_recomputed_on_cpu, 5);
+        let text = serde_json::to_string(&a).unwrap();
+        assert!(text.contains("\"ring_tensors_recomputed_on_cpu\":5"), "{text}");
+        let none = serde_json::to_string(&Phases::default()).unwrap();
+        assert!(!none.contains("ring_tensors_recomputed"), "{none}");
+        let back: Phases = serde_json::from_str(&none).unwrap();
+        assert_eq!(back.ring_tensors_recomputed_on_cpu, 0);
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {

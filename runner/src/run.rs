@@ -474,6 +474,7 @@ impl RowContext<'_> {
             prepare_s: started.elapsed().as_secs_f64(),
             ..Default::default()
         };
+        let recomputed_before = suf_gpu::ring_fn::host_recomputed();
         let (tally, predictions, min_bits) = if inputs.is_empty() {
             (empty_tally(&self.opts.emulation), vec![], BTreeMap::new())
         } else {
@@ -493,6 +494,8 @@ impl RowContext<'_> {
         out.min_bits = min_bits;
         out.wall_s = started.elapsed().as_secs_f64();
         phases.total_s = out.wall_s;
+        phases.ring_tensors_recomputed_on_cpu =
+            suf_gpu::ring_fn::host_recomputed() - recomputed_before;
         out.phases = Some(phases);
         Ok((out, predictions))
     }
@@ -890,7 +893,12 @@ fn log_row(r: &RowReport) {
                 p.min_bits_s
                     .map(|m| format!(", min-bits search {m:.1}"))
                     .unwrap_or_default()
-            )
+            ) + &match p.ring_tensors_recomputed_on_cpu {
+                0 => String::new(),
+                k => format!(
+                    ", {k} tensors of level ring's functions recomputed on the CPU (outputs the GPU could not certify)"
+                ),
+            }
         })
         .unwrap_or_default();
     let rss = match r.peak_rss_mib {
