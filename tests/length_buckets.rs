@@ -119,7 +119,7 @@ fn graph(name: &str, level: &str, width: Option<usize>) -> suf_compiler::ModelPr
     };
     match level {
         "float" => suf::normalized(&proto),
-        _ => suf::compile(&proto, 37, 12, level).unwrap(),
+        _ => suf::compile(&proto, 37, 12, suf::parse_level(level).unwrap()).unwrap(),
     }
 }
 

@@ -73,8 +73,8 @@ fn graphs(
     match level {
         "float" => (suf::normalized(&proto), suf::normalized(&restricted)),
         _ => (
-            suf::compile(&proto, 37, 12, level).unwrap(),
-            suf::compile(&restricted, 37, 12, level).unwrap(),
+            suf::compile(&proto, 37, 12, suf::parse_level(level).unwrap()).unwrap(),
+            suf::compile(&restricted, 37, 12, suf::parse_level(level).unwrap()).unwrap(),
         ),
     }
 }

@@ -241,12 +241,7 @@ fn run(args: &BenchArgs) -> Result<()> {
         bail!("--iters and every --batch must be > 0");
     }
     for level in &args.levels {
-        if !suf::LEVELS.contains(&level.as_str()) {
-            bail!(
-                "unknown emulation level \"{level}\" (expected one of {})",
-                suf::LEVELS.join(", ")
-            );
-        }
+        suf::parse_level(level)?;
     }
     let device: Device = args.device.parse()?;
     device.check()?;
@@ -279,8 +274,13 @@ fn run(args: &BenchArgs) -> Result<()> {
     let mut graphs = vec![("float".to_string(), suf::normalized(&proto))];
     for level in &args.levels {
         let t0 = Instant::now();
-        let m = suf::compile(&proto, args.n_bits, args.frac_bits, level)
-            .with_context(|| format!("compiling for {level}"))?;
+        let m = suf::compile(
+            &proto,
+            args.n_bits,
+            args.frac_bits,
+            suf::parse_level(level)?,
+        )
+        .with_context(|| format!("compiling for {level}"))?;
         eprintln!("compiled {level} in {:.1} s", t0.elapsed().as_secs_f64());
         graphs.push((level.clone(), m));
     }

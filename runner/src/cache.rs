@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use suf_compiler::Emulation;
 use tract_onnx::pb::ModelProto;
 
 use crate::{hash, provenance};
@@ -38,7 +39,7 @@ impl GraphCache {
     }
 
     /// The entry name of one rewrite.
-    pub fn key(&self, n_bits: u32, frac_bits: u32, level: &str) -> String {
+    pub fn key(&self, n_bits: u32, frac_bits: u32, level: Emulation) -> String {
         let key = serde_json::json!({
             "binary_sha256": provenance::binary_sha256(),
             "model_files": self.model_files,
@@ -46,7 +47,7 @@ impl GraphCache {
             "logit_width": self.logit_width,
             "n_bits": n_bits,
             "frac_bits": frac_bits,
-            "level": level,
+            "level": level.as_str(),
         });
         hash::sha256_hex(key.to_string().as_bytes())
     }
@@ -60,7 +61,7 @@ impl GraphCache {
         &self,
         n_bits: u32,
         frac_bits: u32,
-        level: &str,
+        level: Emulation,
         compile: impl FnOnce() -> Result<ModelProto>,
     ) -> Result<(ModelProto, bool)> {
         let path = self.path(&self.key(n_bits, frac_bits, level));
@@ -91,18 +92,18 @@ mod tests {
     fn every_input_of_the_rewrite_is_in_the_key() {
         let d = tempfile::tempdir().unwrap();
         let a = cache(d.path(), "aaaa");
-        let base = a.key(37, 12, "output");
-        assert_eq!(base, a.key(37, 12, "output"));
-        assert_ne!(base, a.key(38, 12, "output"));
-        assert_ne!(base, a.key(37, 11, "output"));
-        assert_ne!(base, a.key(37, 12, "ring"));
-        assert_ne!(base, cache(d.path(), "bbbb").key(37, 12, "output"));
+        let base = a.key(37, 12, Emulation::Output);
+        assert_eq!(base, a.key(37, 12, Emulation::Output));
+        assert_ne!(base, a.key(38, 12, Emulation::Output));
+        assert_ne!(base, a.key(37, 11, Emulation::Output));
+        assert_ne!(base, a.key(37, 12, Emulation::Ring));
+        assert_ne!(base, cache(d.path(), "bbbb").key(37, 12, Emulation::Output));
         let files: BTreeMap<_, _> = [("m.onnx".to_string(), "aaaa".to_string())].into();
         let window = |w| GraphCache::new(d.path(), files.clone(), w).unwrap();
-        assert_ne!(base, window(Some(1)).key(37, 12, "output"));
+        assert_ne!(base, window(Some(1)).key(37, 12, Emulation::Output));
         assert_ne!(
-            window(Some(1)).key(37, 12, "output"),
-            window(Some(2)).key(37, 12, "output")
+            window(Some(1)).key(37, 12, Emulation::Output),
+            window(Some(2)).key(37, 12, Emulation::Output)
         );
     }
 
@@ -112,16 +113,18 @@ mod tests {
         let c = cache(d.path(), "aaaa");
         let model = crate::synthetic::bert_classifier(50, 4, 3);
         let (_, hit) = c
-            .get_or_compile(37, 12, "output", || Ok(model.clone()))
+            .get_or_compile(37, 12, Emulation::Output, || Ok(model.clone()))
             .unwrap();
         assert!(!hit);
         let (again, hit) = c
-            .get_or_compile(37, 12, "output", || panic!("must come from the cache"))
+            .get_or_compile(37, 12, Emulation::Output, || {
+                panic!("must come from the cache")
+            })
             .unwrap();
         assert!(hit);
         assert_eq!(again, model);
         let (_, hit) = c
-            .get_or_compile(40, 12, "output", || Ok(model.clone()))
+            .get_or_compile(40, 12, Emulation::Output, || Ok(model.clone()))
             .unwrap();
         assert!(!hit, "another n is another entry");
     }

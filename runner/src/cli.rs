@@ -351,6 +351,9 @@ fn evaluate(a: RunArgs) -> Result<()> {
             vec![]
         } else {
             a.emulation
+                .iter()
+                .map(|l| crate::suf::parse_level(l))
+                .collect::<Result<_>>()?
         },
         predictions_out: a.predictions_out,
         shard: a.shard,

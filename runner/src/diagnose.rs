@@ -84,13 +84,7 @@ pub fn diagnose(opts: &DiagnoseOptions) -> Result<Diagnosis> {
     if opts.examples == 0 {
         bail!("--examples must be > 0");
     }
-    if !suf::LEVELS.contains(&opts.level.as_str()) {
-        bail!(
-            "unknown emulation level \"{}\" (expected one of {})",
-            opts.level,
-            suf::LEVELS.join(", ")
-        );
-    }
+    let level = suf::parse_level(&opts.level)?;
     let loaded = LoadedConfig::load(&opts.config)?;
     let global = &loaded.config.global;
     let row = loaded
@@ -116,7 +110,7 @@ pub fn diagnose(opts: &DiagnoseOptions) -> Result<Diagnosis> {
     let inputs = tokenize::encode(row.family, &tokenizer, chosen, global.seq_len)?;
 
     let proto = suf::load_model(&model_path)?;
-    let rewritten = suf::compile(&proto, n_bits, frac_bits, &opts.level)?;
+    let rewritten = suf::compile(&proto, n_bits, frac_bits, level)?;
     let normalized = suf::normalized(&proto);
     let nodes = suf_nodes(&rewritten, &normalized);
     let float_probes: Vec<String> = nodes.iter().map(|n| float_tensor(&n.tensor)).collect();

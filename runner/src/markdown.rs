@@ -82,7 +82,7 @@ fn min_n(r: &RowReport) -> String {
     crate::suf::LEVELS
         .iter()
         .filter_map(|l| {
-            let m = r.min_bits.get(*l)?;
+            let m = r.min_bits.get(l.as_str())?;
             Some(match (m.min_bits, m.min_bits_no_wrap) {
                 (Some(n), _) => format!("{l} {n}"),
                 (None, Some(n)) => format!("{l} none ({n}*)"),
@@ -236,7 +236,7 @@ fn levels_table(report: &Report) -> String {
         .collect();
     let levels: Vec<&str> = crate::suf::LEVELS
         .iter()
-        .copied()
+        .map(|l| l.as_str())
         .filter(|l| rows.iter().any(|r| r.suf.contains_key(*l)))
         .collect();
     if rows.is_empty() {

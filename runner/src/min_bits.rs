@@ -20,6 +20,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use suf_compiler::stats::{self, NodeStats};
+use suf_compiler::Emulation;
 use suf_fixed::ring_bits_for;
 use tract_onnx::pb::ModelProto;
 
@@ -78,7 +79,7 @@ pub struct MinBits {
 pub struct Search<'a> {
     pub row_id: &'a str,
     /// Rewrites the row's model for (n_bits, level) (through the graph cache when there is one).
-    pub compile: &'a dyn Fn(u32, &str) -> Result<ModelProto>,
+    pub compile: &'a dyn Fn(u32, Emulation) -> Result<ModelProto>,
     pub model_dir: Option<&'a Path>,
     pub framework: &'a tract_onnx::Onnx,
     pub inputs: &'a Inputs,
@@ -95,7 +96,7 @@ pub struct Search<'a> {
 }
 
 impl Search<'_> {
-    pub fn run(&self, level: &str) -> Result<MinBits> {
+    pub fn run(&self, level: Emulation) -> Result<MinBits> {
         let f = self.frac_bits;
         let (top, recorded) = self.trial(level, MAX_RING_BITS, None, true)?;
         let (predicted, binding) = predicted_bits(&recorded, f);
@@ -145,7 +146,7 @@ impl Search<'_> {
     /// One evaluation at `n_bits`, or why the level cannot be compiled at that size. Only
     /// the rewrite's refusal (its parameters bound n from below) means "cannot be built";
     /// a graph tract cannot load or a failing run is an error of the search.
-    fn attempt(&self, level: &str, n_bits: u32, no_wrap_acc: f64) -> Result<Attempt> {
+    fn attempt(&self, level: Emulation, n_bits: u32, no_wrap_acc: f64) -> Result<Attempt> {
         let rewritten = match (self.compile)(n_bits, level) {
             Ok(m) => m,
             Err(e) => return Ok(Attempt::Unbuildable(format!("{e:#}"))),
@@ -159,7 +160,7 @@ impl Search<'_> {
     /// (None: this is that pass).
     fn trial(
         &self,
-        level: &str,
+        level: Emulation,
         n_bits: u32,
         no_wrap_acc: Option<f64>,
         record: bool,
@@ -171,7 +172,7 @@ impl Search<'_> {
 
     fn trial_of(
         &self,
-        level: &str,
+        level: Emulation,
         n_bits: u32,
         rewritten: &ModelProto,
         no_wrap_acc: Option<f64>,
@@ -180,7 +181,7 @@ impl Search<'_> {
         let parsed = Parsed::new(self.framework, rewritten, self.model_dir)
             .with_context(|| format!("SUF graph ({level}, n_bits = {n_bits})"))?;
         let lengths: Vec<usize> = self.buckets.iter().map(|b| b.seq_len).collect();
-        let mut plans = GraphPlans::new(level, self.device, parsed, self.batch, &lengths);
+        let mut plans = GraphPlans::new(level.as_str(), self.device, parsed, self.batch, &lengths);
         let progress = ProgressBar::new(self.inputs.len() as u64);
         progress.set_style(
             ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")

@@ -94,7 +94,7 @@ pub fn min_bits_plot(r: &RowReport) -> Option<Plot> {
     let series: Vec<Series> = crate::suf::LEVELS
         .iter()
         .filter_map(|l| {
-            let m = r.min_bits.get(*l)?;
+            let m = r.min_bits.get(l.as_str())?;
             let mut pts: Vec<(f64, f64)> = m
                 .trials
                 .iter()
@@ -102,7 +102,7 @@ pub fn min_bits_plot(r: &RowReport) -> Option<Plot> {
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             pts.dedup_by(|a, b| a.0 == b.0);
-            Some((*l, pts, m.min_bits))
+            Some((l.as_str(), pts, m.min_bits))
         })
         .filter(|(_, pts, _)| !pts.is_empty())
         .collect();

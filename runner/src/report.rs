@@ -531,7 +531,10 @@ mod tests {
         a.add(&b);
         assert_eq!(a.ring_tensors_recomputed_on_cpu, 5);
         let text = serde_json::to_string(&a).unwrap();
-        assert!(text.contains("\"ring_tensors_recomputed_on_cpu\":5"), "{text}");
+        assert!(
+            text.contains("\"ring_tensors_recomputed_on_cpu\":5"),
+            "{text}"
+        );
         let none = serde_json::to_string(&Phases::default()).unwrap();
         assert!(!none.contains("ring_tensors_recomputed"), "{none}");
         let back: Phases = serde_json::from_str(&none).unwrap();

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use suf_compiler::Emulation;
 
 use crate::buckets::{self, LengthBuckets};
 use crate::cache::GraphCache;
@@ -42,7 +43,7 @@ pub struct RunOptions {
     pub cache_dir: Option<PathBuf>,
     pub strict_sigma_match: bool,
     pub rows: Option<Vec<String>>,
-    pub emulation: Vec<String>,
+    pub emulation: Vec<Emulation>,
     pub predictions_out: Option<PathBuf>,
     pub shard: Option<ShardSpec>,
     /// `--find-min-bits`: search each level's smallest ring within this tolerance (pp).
@@ -76,14 +77,6 @@ pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
         .unwrap_or(&global.default_device)
         .parse()?;
     device.check()?;
-    for level in &opts.emulation {
-        if !suf::LEVELS.contains(&level.as_str()) {
-            bail!(
-                "unknown emulation level \"{level}\" (expected one of {})",
-                suf::LEVELS.join(", ")
-            );
-        }
-    }
     if let Some(tol) = opts.find_min_bits {
         if opts.shard.is_some() {
             bail!(
@@ -148,7 +141,7 @@ pub fn run_with(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Report> {
             max_examples: opts.max_examples.or(global.max_examples),
             batch_size,
             workers,
-            emulation: opts.emulation.clone(),
+            emulation: opts.emulation.iter().map(|l| l.to_string()).collect(),
             shard: opts.shard.clone(),
             merged_from: None,
             peak_rss_mib: None,
@@ -671,15 +664,15 @@ impl RowContext<'_> {
                 &row.id,
                 row.n_bits,
                 frac_bits,
-                level,
+                *level,
             )?;
-            compile_times.insert(level.clone(), t_compile.elapsed());
+            compile_times.insert(level.to_string(), t_compile.elapsed());
             // Compiled once; typed per bucket (the SUF pass does not depend on the shape).
             let parsed = Parsed::new(&framework, &rewritten, dir)
                 .with_context(|| format!("SUF graph ({level})"))?;
             suf_plans.push((
-                level.clone(),
-                GraphPlans::new(level, self.device, parsed, batch, &lengths),
+                level.to_string(),
+                GraphPlans::new(level.as_str(), self.device, parsed, batch, &lengths),
             ));
         }
         // The bitwidth search recompiles the graph for every trial; otherwise its memory
@@ -722,7 +715,7 @@ impl RowContext<'_> {
         if let (Some(tolerance_pp), Some(proto)) = (self.opts.find_min_bits, &proto) {
             let t_search = Instant::now();
             let float_preds: Vec<i64> = evaluation.predictions.iter().map(|p| p.float).collect();
-            let compile = |n_bits: u32, level: &str| {
+            let compile = |n_bits: u32, level: Emulation| {
                 compile_cached(cache.as_ref(), proto, &row.id, n_bits, frac_bits, level)
             };
             let search = min_bits::Search {
@@ -755,7 +748,7 @@ impl RowContext<'_> {
             );
             for level in &self.opts.emulation {
                 let found = search
-                    .run(level)
+                    .run(*level)
                     .with_context(|| format!("--find-min-bits, level {level}"))?;
                 eprintln!(
                     "row {}: min-bits {level}: {} (no-wrap prediction {}, row's n_bits {})",
@@ -770,7 +763,7 @@ impl RowContext<'_> {
                     found.predicted,
                     row.n_bits
                 );
-                min_bits.insert(level.clone(), found);
+                min_bits.insert(level.to_string(), found);
             }
             phases.min_bits_s = Some(t_search.elapsed().as_secs_f64());
         }
@@ -785,7 +778,7 @@ fn compile_cached(
     row_id: &str,
     n_bits: u32,
     frac_bits: u32,
-    level: &str,
+    level: Emulation,
 ) -> Result<suf_compiler::ModelProto> {
     let fresh = || suf::compile(proto, n_bits, frac_bits, level);
     let Some(c) = cache else {
@@ -850,10 +843,10 @@ fn max_token_id(inputs: &Inputs) -> Option<i64> {
     }
 }
 
-fn empty_tally(levels: &[String]) -> evaluate::RowTally {
+fn empty_tally(levels: &[Emulation]) -> evaluate::RowTally {
     let mut t = evaluate::RowTally::default();
     for l in levels {
-        t.suf.insert(l.clone(), Default::default());
+        t.suf.insert(l.to_string(), Default::default());
     }
     t
 }

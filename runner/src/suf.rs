@@ -8,7 +8,18 @@ use suf_compiler::{CompileOptions, Emulation, FixedPoint};
 use tract_onnx::pb::ModelProto;
 
 /// Emulation levels of SPEC section 2, in the order reports list them.
-pub const LEVELS: [&str; 3] = ["output", "ring", "sigma"];
+pub const LEVELS: [Emulation; 3] = [Emulation::Output, Emulation::Ring, Emulation::Sigma];
+
+/// A level named on the command line or in a config.
+pub fn parse_level(name: &str) -> Result<Emulation> {
+    name.parse::<Emulation>().map_err(|_| {
+        let names: Vec<&str> = LEVELS.iter().map(|l| l.as_str()).collect();
+        anyhow!(
+            "unknown emulation level \"{name}\" (expected one of {})",
+            names.join(", ")
+        )
+    })
+}
 
 /// Reads an ONNX model, external data included. A model suf already rewrote is refused: it
 /// would be quantized twice and its output called the float baseline.
@@ -24,10 +35,15 @@ pub fn framework() -> tract_onnx::Onnx {
 }
 
 /// Rewrites `model` for one emulation level, in process.
-pub fn compile(model: &ModelProto, n_bits: u32, frac_bits: u32, level: &str) -> Result<ModelProto> {
+pub fn compile(
+    model: &ModelProto,
+    n_bits: u32,
+    frac_bits: u32,
+    level: Emulation,
+) -> Result<ModelProto> {
     let fixed = FixedPoint::new(n_bits, frac_bits)?;
     let mut opts = CompileOptions::new(fixed);
-    opts.emulation = level.parse::<Emulation>().map_err(|e| anyhow!(e))?;
+    opts.emulation = level;
     Ok(suf_compiler::compile(model, &opts)?.model)
 }
 
@@ -40,4 +56,21 @@ pub fn normalized(model: &ModelProto) -> ModelProto {
         suf_compiler::normalize::normalize(g);
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_parse_by_name_and_an_unknown_one_names_the_choices() {
+        for level in LEVELS {
+            assert_eq!(parse_level(level.as_str()).unwrap(), level);
+        }
+        let e = parse_level("rign").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "unknown emulation level \"rign\" (expected one of output, ring, sigma)"
+        );
+    }
 }
