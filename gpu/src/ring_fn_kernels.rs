@@ -7,7 +7,7 @@ use tract_cuda::kernels::{get_cuda_view, get_cuda_view_mut};
 use tract_gpu::tensor::DeviceTensor;
 
 use crate::kernels::{contiguous, grid, row_function, rule_code};
-use crate::row_kernels::{mask_dims, rows_of, MaskArg, RowRing};
+use crate::row_kernels::{mask_dims, norm_rows_of, rows_of, MaskArg, RowRing};
 
 /// What a ring-function kernel saw (suf_ring_fn.cu's status block).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -172,17 +172,7 @@ pub fn norm(
     beta: Option<&DeviceTensor>,
     y: &DeviceTensor,
 ) -> Result<RingFnStatus> {
-    let (rows, c) = rows_of(x, y)?;
-    for (t, what) in [(Some(gamma), "gamma"), (beta, "beta")] {
-        if let Some(t) = t {
-            contiguous(t, what)?;
-            ensure!(
-                t.len() == c,
-                "{what} has {} values for rows of {c}",
-                t.len()
-            );
-        }
-    }
+    let (rows, c) = norm_rows_of(x, gamma, beta, y)?;
     let (c32, center) = (c as i32, center as i32);
     let (scale, inv_scale) = scales(ring);
     let (n, rule) = (ring.n_bits as i32, rule_code(ring.rounding));

@@ -104,6 +104,28 @@ macro_rules! row_launch {
     }};
 }
 
+/// The rows of a norm's `x` and their width, with gamma and beta (if any) contiguous and
+/// one per column.
+pub(crate) fn norm_rows_of(
+    x: &DeviceTensor,
+    gamma: &DeviceTensor,
+    beta: Option<&DeviceTensor>,
+    y: &DeviceTensor,
+) -> Result<(u64, usize)> {
+    let (rows, c) = rows_of(x, y)?;
+    for (t, what) in [(Some(gamma), "gamma"), (beta, "beta")] {
+        if let Some(t) = t {
+            contiguous(t, what)?;
+            ensure!(
+                t.len() == c,
+                "{what} has {} values for rows of {c}",
+                t.len()
+            );
+        }
+    }
+    Ok((rows, c))
+}
+
 /// A softmax mask on the device and its element strides at the scores' coordinates.
 pub struct MaskArg<'a> {
     pub bias: &'a DeviceTensor,
@@ -198,17 +220,7 @@ pub fn sigma_norm(
     beta: Option<&DeviceTensor>,
     y: &DeviceTensor,
 ) -> Result<RowStatus> {
-    let (rows, c) = rows_of(x, y)?;
-    for (t, what) in [(Some(gamma), "gamma"), (beta, "beta")] {
-        if let Some(t) = t {
-            contiguous(t, what)?;
-            ensure!(
-                t.len() == c,
-                "{what} has {} values for rows of {c}",
-                t.len()
-            );
-        }
-    }
+    let (rows, c) = norm_rows_of(x, gamma, beta, y)?;
     let (c32, center, n, f) = (
         c as i32,
         center as i32,

@@ -256,15 +256,7 @@ extern "C" __global__ void suf_ring_softmax(const i64 *x, const float *bias, i64
     ring_fn_scan_init(&s);
     u64 stride = (u64)blockDim.x * gridDim.x;
     for (u64 row = (u64)blockIdx.x * blockDim.x + threadIdx.x; row < rows; row += stride) {
-        RowMask mask = {bias, 0, 0, bound, scale, rule};
-        if (bias) {
-            u64 rem = row;
-            for (int d = rank - 2; d >= 0; d--) {
-                mask.base += (i64)(rem % (u64)shape.d[d]) * mask_strides.d[d];
-                rem /= (u64)shape.d[d];
-            }
-            mask.step = mask_strides.d[rank - 1];
-        }
+        RowMask mask = row_mask(bias, row, rank, shape, mask_strides, bound, scale, rule);
         u64 at = row * (u64)c;
         ring_softmax_row(x + at, y + at, c, &mask, n, scale, inv_scale, slack, rule, at, &s);
     }

@@ -283,6 +283,22 @@ __device__ void publish_rows(RowScan s, u64 overflows, u64 need, u64 live, u64 *
     }
 }
 
+// The mask of softmax row `row` of scores of shape `shape` (rank `rank`): where its entries
+// start and their stride along the row, read through `mask_strides` (0 on broadcast axes).
+__device__ RowMask row_mask(const float *bias, u64 row, int rank, Dims shape, Dims mask_strides,
+                            double bound, double scale, int rule) {
+    RowMask mask = {bias, 0, 0, bound, scale, rule};
+    if (bias) {
+        u64 rem = row;
+        for (int d = rank - 2; d >= 0; d--) {
+            mask.base += (i64)(rem % (u64)shape.d[d]) * mask_strides.d[d];
+            rem /= (u64)shape.d[d];
+        }
+        mask.step = mask_strides.d[rank - 1];
+    }
+    return mask;
+}
+
 // Softmax over rows of c scores; the mask (if any) of rank `rank`, read at the scores'
 // coordinates through `mask_strides` (shape of the scores: `shape`).
 extern "C" __global__ void suf_sigma_softmax(const i64 *x, const float *bias, i64 *y, u64 rows,
@@ -293,15 +309,7 @@ extern "C" __global__ void suf_sigma_softmax(const i64 *x, const float *bias, i6
     RowScan scan = {~0ull, 0ull, 0ull};
     u64 overflows = 0, need = 0, live = 0;
     for (u64 row = blockIdx.x; row < rows; row += gridDim.x) {
-        RowMask mask = {bias, 0, 0, bound, scale, rule};
-        if (bias) {
-            u64 rem = row;
-            for (int d = rank - 2; d >= 0; d--) {
-                mask.base += (i64)(rem % (u64)shape.d[d]) * mask_strides.d[d];
-                rem /= (u64)shape.d[d];
-            }
-            mask.step = mask_strides.d[rank - 1];
-        }
+        RowMask mask = row_mask(bias, row, rank, shape, mask_strides, bound, scale, rule);
         u64 at = row * (u64)c;
         RowResult r = softmax_row(x + at, y + at, c, &mask, tables + hi_at, tables + lo_at,
                                   tables + recip_at, recip_bits, n, at, &scan);

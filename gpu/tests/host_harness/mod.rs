@@ -9,7 +9,10 @@ use std::process::{Command, Stdio};
 
 use suf_fixed::Rounding;
 
-const SHIM: &str = r#"
+/// The CUDA intrinsics the kernels use, as the host's IEEE operations.
+macro_rules! intrinsics {
+    () => {
+        r#"
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -17,7 +20,6 @@ const SHIM: &str = r#"
 #include <vector>
 #define __device__
 #define __forceinline__ inline
-#define SUF_HOST_TEST 1
 static inline double __dmul_rn(double a, double b) { return a * b; }
 static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fadd_rn(float a, float b) { return a + b; }
@@ -31,6 +33,36 @@ static inline int __ffsll(long long v) { return __builtin_ffsll(v); }
 static inline long long __mul64hi(long long a, long long b) { return (long long)(((__int128)a * b) >> 64); }
 using std::rint; using std::trunc; using std::floor; using std::fabs; using std::ldexp;
 using std::erf; using std::tanh; using std::exp; using std::sqrt; using std::nextafter;
+"#
+    };
+}
+
+/// Every kernel of the three programs, compiled for the host with CUDA's thread builtins
+/// stubbed: a syntax and type check of the kernels proper (NVRTC compiles them only on a
+/// GPU machine), not a run.
+pub const KERNEL_CHECK: &str = concat!(
+    intrinsics!(),
+    r#"
+#define __global__
+#define __shared__ static
+struct Dim3 { unsigned x, y, z; };
+static Dim3 threadIdx, blockIdx, blockDim, gridDim;
+template <class T> static T __shfl_down_sync(unsigned, T v, int) { return v; }
+template <class T> static T atomicMin(T *a, T v) { T o = *a; if (v < o) *a = v; return o; }
+template <class T> static T atomicMax(T *a, T v) { T o = *a; if (v > o) *a = v; return o; }
+template <class T> static T atomicAdd(T *a, T v) { T o = *a; *a = o + v; return o; }
+static void __syncthreads() {}
+static inline long long __double2ll_rn(double v) { return (long long)std::rint(v); }
+#include "suf.cu"
+#include "suf_rows.cu"
+#include "suf_ring_fn.cu"
+"#
+);
+
+const SHIM: &str = concat!(
+    intrinsics!(),
+    "#define SUF_HOST_TEST 1\n",
+    r#"
 // The ring functions' transcendental results moved by a set number of ulps: a stand-in for
 // CUDA's functions, which differ from libm's by a few.
 static long long perturb_ulps = 0;
@@ -173,10 +205,35 @@ int main() {
     }
     return 0;
 }
-"#;
+"#
+);
 
 pub fn compiler() -> String {
     std::env::var("CXX").unwrap_or_else(|_| "c++".into())
+}
+
+/// Compiles KERNEL_CHECK with the host compiler (syntax and types only); its diagnostics.
+pub fn check_kernels_compile(dir: &Path) -> Result<(), String> {
+    let src_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let main = dir.join("kernels.cpp");
+    std::fs::write(&main, KERNEL_CHECK).unwrap();
+    let out = Command::new(compiler())
+        .args([
+            "-fsyntax-only",
+            "-std=c++17",
+            "-Wall",
+            "-Wno-unused-function",
+            "-I",
+        ])
+        .arg(&src_dir)
+        .arg(&main)
+        .output()
+        .unwrap_or_else(|e| panic!("this test needs a C++ compiler ({}): {e}", compiler()));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 pub fn build_host_harness(dir: &Path) -> PathBuf {
