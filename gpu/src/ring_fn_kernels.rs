@@ -6,7 +6,7 @@ use suf_fixed::float_fn::FloatFn;
 use tract_cuda::kernels::{get_cuda_view, get_cuda_view_mut};
 use tract_gpu::tensor::DeviceTensor;
 
-use crate::kernels::{contiguous, grid, row_function, rule_code};
+use crate::kernels::{contiguous, grid, rule_code};
 use crate::row_kernels::{mask_dims, norm_rows_of, rows_of, MaskArg, RowRing};
 
 /// What a ring-function kernel saw (suf_ring_fn.cu's status block).
@@ -69,23 +69,15 @@ fn slack() -> f64 {
 }
 
 macro_rules! ring_fn_launch {
-    ($name:expr, $config:expr, |$l:ident, $status:ident| $push:block) => {{
-        let func = row_function($name)?;
-        tract_cuda::with_cuda_stream(|stream| {
-            let $status = stream.clone_htod(&[u64::MAX, 0, 0, 0, u64::MAX, u64::MAX])?;
-            {
-                let mut $l = stream.launch_builder(&func);
-                $push
-                // SAFETY: the arguments of the kernel's signature in suf_ring_fn.cu, in order;
-                // the grid strides over elements (rows) inside x and y, the parameters are as
-                // long as the kernel reads (checked by the callers).
-                unsafe { $l.launch($config) }?;
-            }
-            let words = stream.clone_dtoh(&$status)?;
-            RingFnStatus::from_words(&words)
-        })
-        .map_err(|e| anyhow!("{e:#}"))
-    }};
+    ($name:expr, $config:expr, |$l:ident, $status:ident| $push:block) => {
+        crate::row_kernels::status_launch!(
+            $name,
+            $config,
+            [u64::MAX, 0, 0, 0, u64::MAX, u64::MAX],
+            RingFnStatus::from_words,
+            |$l, $status| $push
+        )
+    };
 }
 
 fn scales(ring: RowRing) -> (f64, f64) {

@@ -6,7 +6,7 @@ use suf_fixed::Rounding;
 use tract_cuda::kernels::{get_cuda_view, get_cuda_view_mut};
 use tract_gpu::tensor::DeviceTensor;
 
-use crate::kernels::{contiguous, row_function, rule_code, Dims, RingStatus};
+use crate::kernels::{contiguous, rule_code, Dims, RingStatus};
 
 /// What a row kernel saw (suf_rows.cu's status block).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -85,24 +85,39 @@ pub(crate) fn rows_of(x: &DeviceTensor, y: &DeviceTensor) -> Result<(u64, usize)
 }
 
 macro_rules! row_launch {
-    ($name:expr, $config:expr, |$l:ident, $status:ident| $push:block) => {{
-        let func = row_function($name)?;
+    ($name:expr, $config:expr, |$l:ident, $status:ident| $push:block) => {
+        $crate::row_kernels::status_launch!(
+            $name,
+            $config,
+            [u64::MAX, 0, 0, 0, 0, 0],
+            RowStatus::from_words,
+            |$l, $status| $push
+        )
+    };
+}
+
+/// Launches a row or ring-function kernel (suf_rows.cu, suf_ring_fn.cu) with a status block
+/// of the initial words `$init`, and reads the block back with `$parse`.
+macro_rules! status_launch {
+    ($name:expr, $config:expr, $init:expr, $parse:path, |$l:ident, $status:ident| $push:block) => {{
+        let func = $crate::kernels::row_function($name)?;
         tract_cuda::with_cuda_stream(|stream| {
-            let $status = stream.clone_htod(&[u64::MAX, 0, 0, 0, 0, 0])?;
+            let $status = stream.clone_htod(&$init)?;
             {
                 let mut $l = stream.launch_builder(&func);
                 $push
-                // SAFETY: the arguments of the kernel's signature in suf_rows.cu, in order;
-                // every row the grid strides over lies inside x and y, the tables and
-                // parameters are as long as the kernel reads (checked by the callers).
+                // SAFETY: the arguments of the kernel's signature in its .cu file, in order;
+                // every element (row) the grid strides over lies inside x and y, the tables
+                // and parameters are as long as the kernel reads (checked by the callers).
                 unsafe { $l.launch($config) }?;
             }
             let words = stream.clone_dtoh(&$status)?;
-            RowStatus::from_words(&words)
+            $parse(&words)
         })
-        .map_err(|e| anyhow!("{e:#}"))
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
     }};
 }
+pub(crate) use status_launch;
 
 /// The rows of a norm's `x` and their width, with gamma and beta (if any) contiguous and
 /// one per column.
