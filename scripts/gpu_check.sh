@@ -19,22 +19,7 @@ log="$out/gpu_check.log"
 : > "$log"
 say() { echo "$*" | tee -a "$log"; }
 
-# tract-cuda opens libcuda, NVRTC, cuBLAS and cuDNN at run time: on a machine with PyTorch
-# they come from the nvidia-* pip packages; a CUDA toolkit's lib64 is added when present.
-libdirs=$(python3 - <<'PY'
-import glob, os, site
-roots = site.getsitepackages() + [site.getusersitepackages()]
-print(":".join(sorted({d for r in roots for d in glob.glob(os.path.join(r, "nvidia", "*", "lib"))})))
-PY
-)
-for cuda in "${CUDA_HOME:-}" /usr/local/cuda; do
-  if [ -n "$cuda" ] && [ -d "$cuda/lib64" ]; then
-    export CUDA_HOME=$cuda
-    libdirs="$libdirs:$cuda/lib64"
-    break
-  fi
-done
-export LD_LIBRARY_PATH="$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+. scripts/cuda_env.sh
 say "# $(date -u +%FT%TZ) $("$bench" --version)"
 say "# command: bash scripts/gpu_check.sh $*"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$log"
