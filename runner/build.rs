@@ -18,6 +18,8 @@ const SOURCES: &[&str] = &[
     "src",
     "fixed",
     "compiler",
+    "gpu/src",
+    "gpu/Cargo.toml",
     "runner/src",
     "runner/build.rs",
     "runner/Cargo.toml",

@@ -46,3 +46,33 @@ fn version_names_the_build_commit_outside_any_checkout() {
         );
     }
 }
+
+/// The dirty check must look at every crate the binaries are built from: `gpu/` (the CUDA
+/// kernels and their Rust ops) was missing, so a binary built with edited kernels said it was
+/// a clean build of the commit.
+#[test]
+fn the_dirty_check_covers_every_workspace_crate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let members_line = manifest
+        .lines()
+        .find(|l| l.trim_start().starts_with("members"))
+        .expect("the workspace lists its members");
+    let members: Vec<&str> = members_line.split('"').skip(1).step_by(2).collect();
+    assert!(members.len() >= 4, "parsed members {members:?}");
+    let build = std::fs::read_to_string(root.join("runner/build.rs")).unwrap();
+    let sources = build
+        .split("const SOURCES")
+        .nth(1)
+        .and_then(|s| s.split("];").next())
+        .expect("runner/build.rs lists SOURCES");
+    let listed = |p: &str| sources.contains(&format!("\"{p}\""));
+    for m in members {
+        let covered =
+            listed(m) || (listed(&format!("{m}/src")) && listed(&format!("{m}/Cargo.toml")));
+        assert!(
+            covered,
+            "runner/build.rs's SOURCES misses the workspace crate {m}"
+        );
+    }
+}
