@@ -15,7 +15,7 @@
 # On the GPU machine, one call each, carrying .dev/cN (`run` with carry [".dev/cN"]):
 #   check c1      stash c1; scripts/gpu_check.sh on the test fixtures
 #   chunk cN      stash cN (c2..c4, c6..c8; pack prints the folders and sizes)
-#   smollm2 c5    GGUF -> ONNX + PyTorch LAMBADA accuracy, then levels output, ring, sigma with
+#   smollm2 c5    (CHECK=1: with check's fixture comparison alongside) GGUF -> ONNX + PyTorch LAMBADA accuracy, then levels output, ring, sigma with
 #                 --find-min-bits over all 5153 passages on cuda (three processes at once)
 #   minilm c9     fine-tune + export SST-2 and MRPC, every level with --find-min-bits on cuda,
 #                 then suf-bench --compare-devices on each
@@ -71,6 +71,11 @@ case "$stage" in
   check)
     ARCHS=" " FULL_LOGITS=0 STEP_TIMEOUT=60 bash scripts/gpu_check.sh $o/check $STASH/bin/suf-bench ;;
   smollm2)
+    # CHECK=1: the fixture check of `check` alongside (compare-devices only, no timings).
+    if [ "${CHECK:-0}" = 1 ]; then
+      ARCHS=" " FULL_LOGITS=0 STEP_TIMEOUT=60 bash scripts/gpu_check.sh $o/check $STASH/bin/suf-bench > $o/check.out 2>&1 &
+      pids+=($!)
+    fi
     python3 -m pip install -q --no-index --no-deps --target /tmp/site $STASH/gguf-*.whl
     mkdir -p /tmp/smollm2 && cat $STASH/gguf.xz.* | xz -dc > /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
     PYTHONPATH=/tmp/site python3 scripts/export_smollm2.py --gguf-dir /tmp/smollm2 \
