@@ -41,17 +41,17 @@ for arch in ${ARCHS:-gpt2 bert-base gpt-neo-1.3b}; do
     "${pin[@]}" python3 scripts/row_ort.py --model "$model" --tokenizer "$tok" --task "$task" --data "$data" \
       --max-examples "$1" --threads "$threads" --out-json "$out/$arch.ort-$1.json" >&2
   }
-  run_suf() {  # LEVELS EXAMPLES NAME
+  run_suf() {  # LEVELS EXAMPLES NAME; a failed run is recorded (exit status, peak RSS), not fatal
     rm -f "$out/$arch.$3.json"  # a report at this path would be resumed, not re-run
-    local t0 t1
-    t0=$(date +%s.%N)
-    "${pin[@]}" "$suf_run" --model "$model" --tokenizer "$tok" --task "$task" --data "$data" \
-      --n-bits "$n" --sigma-ref "$arch" --emulation "$1" --max-examples "$2" \
-      --out-json "$out/$arch.$3.json" --out-md "$out/$arch.$3.md" > "$out/$arch.$3.log" 2>&1
-    t1=$(date +%s.%N)
-    echo "$t0 $t1" | awk '{printf "%.3f\n", $2 - $1}' > "$out/$arch.$3.wall"
+    local rc=0
+    /usr/bin/time -o "$out/$arch.$3.time" -f "%e %M" "${pin[@]}" "$suf_run" --model "$model" --tokenizer "$tok" \
+      --task "$task" --data "$data" --n-bits "$n" --sigma-ref "$arch" --emulation "$1" --max-examples "$2" \
+      --out-json "$out/$arch.$3.json" --out-md "$out/$arch.$3.md" > "$out/$arch.$3.log" 2>&1 || rc=$?
+    # wall seconds, exit status, peak RSS in KiB (GNU time; also for a killed process)
+    echo "$(tail -1 "$out/$arch.$3.time" | awk '{print $1}') $rc $(tail -1 "$out/$arch.$3.time" | awk '{print $2}')" > "$out/$arch.$3.wall"
+    rm -f "$out/$arch.$3.time"
+    [ $rc = 0 ] || echo "## $arch: suf-run --emulation $1 failed (exit $rc), see $out/$arch.$3.log" >&2
   }
-  run_ort "$rows"
   echo "## $arch: suf-run float + output" >&2
   run_suf output "$rows" output
   args=(--arch "$arch" --suf output "$out/$arch.output.json" "$out/$arch.output.wall" "$out/$arch.ort-$rows.json")
