@@ -6,6 +6,7 @@ together (other examples, another machine's thread count, a dirty or unknown bui
 import argparse
 import json
 import os
+import platform
 import sys
 
 
@@ -94,9 +95,11 @@ def main():
                 "float_acc": row["float"]["acc"], "suf_acc": {k: v["acc"] for k, v in row["suf"].items()},
                 "git_commit": commit,
             })
-    if len(machines) != 1:
-        fail(f"reports from several (or no) machines: {sorted(machines)}")
-    report = {"command": a.command, "threads": a.threads, "machine": machines.pop(),
+    if len(machines) > 1:
+        fail(f"reports from several machines: {sorted(machines)}")
+    machine = machines.pop() if machines else (
+        f"{platform.system().lower()} {platform.machine()}, {os.cpu_count()} cores (no suf-run report finished)")
+    report = {"command": a.command, "threads": a.threads, "machine": machine,
               "git_commits": sorted(commits), "rows": rows}
     write(a.out_json, json.dumps(report, indent=1) + "\n")
     lines = [
@@ -115,7 +118,8 @@ def main():
     for r in rows:
         if "failed" in r:
             f = r["failed"]
-            lines.append(f"| {r['arch']} (random weights) | {r['run']} | {r['examples']} | {r['ort_s']:.1f} | "
+            graphs = {"output": "float + output", "exact": "float + ring + sigma"}.get(r["run"], r["run"])
+            lines.append(f"| {r['arch']} (random weights) | {graphs} | {r['examples']} | {r['ort_s']:.1f} | "
                          f"FAILED after {r['suf_wall_s']:.1f} s (exit {f['exit']}; `{f['log']}`) | - | | | | | "
                          f"{f['peak_rss_mib']:.0f} ({f['peak_rss_mib'] / r['model_mib']:.1f}x) | {100 * r['ort_acc']:.2f} / - |")
             continue
