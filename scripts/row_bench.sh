@@ -52,6 +52,7 @@ for arch in ${ARCHS:-gpt2 bert-base gpt-neo-1.3b}; do
     rm -f "$out/$arch.$3.time"
     [ $rc = 0 ] || echo "## $arch: suf-run --emulation $1 failed (exit $rc), see $out/$arch.$3.log" >&2
   }
+  run_ort "$rows"
   echo "## $arch: suf-run float + output" >&2
   run_suf output "$rows" output
   args=(--arch "$arch" --suf output "$out/$arch.output.json" "$out/$arch.output.wall" "$out/$arch.ort-$rows.json")
