@@ -9,17 +9,7 @@ import os
 import platform
 import sys
 
-
-def fail(msg):
-    sys.exit(f"row_bench_report.py: {msg}")
-
-
-def load(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        fail(f"cannot read {path}: {e}")
+from report_io import fail, load, write
 
 
 def parse(argv):
@@ -135,13 +125,6 @@ def main():
               "engines scored the same examples the same way."]
     write(a.out_md, "\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def write(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

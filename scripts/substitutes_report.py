@@ -18,7 +18,8 @@ Usage: python3 scripts/substitutes_report.py
 """
 import json
 import os
-import sys
+
+from report_io import fail, load, write
 
 RAW = "results/substitutes-raw"
 LEVELS = "results/levels"
@@ -30,18 +31,6 @@ SOURCES = {
     "smollm2-135m": ["smollm2-135m.output.json", "smollm2-135m.ring.json", "smollm2-135m.sigma.json"],
 }
 NEAREST = {"minilm-sst2": "BERT-tiny SST-2", "minilm-mrpc": "BERT-tiny MRPC", "smollm2-135m": "Llama2-7B LAMBADA"}
-
-
-def fail(msg):
-    sys.exit(f"substitutes_report.py: {msg}")
-
-
-def load(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        fail(f"cannot read {path}: {e}")
 
 
 def merged_row(row_id, metas):
@@ -144,13 +133,6 @@ def main():
     text = "\n".join(lines) + "\n"
     write(os.path.join(OUT, "substitutes.md"), text)
     print(text, end="")
-
-
-def write(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
