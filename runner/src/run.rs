@@ -630,30 +630,19 @@ impl RowContext<'_> {
         // Always the configured batch (short batches are padded): a shard then computes each
         // example with exactly the kernels a single run uses, so merged numbers match bit for bit.
         let batch = self.batch_size;
-        let parsed =
-            Parsed::new(&framework, &suf::normalized(&proto), dir).context("float graph")?;
+        // tract's parses are counted by `record_plans`; this is reading the model and the
+        // rewrites before them.
         phases.load_s += t_load.elapsed().as_secs_f64();
-        let mut float = GraphPlans::new("float", self.device, parsed, batch, &lengths);
-        // The smallest bucket's plan now: the graph is checked before any SUF pass runs.
-        let first = float.engine(lengths[0]).context("float graph")?;
-        notes.extend(first.notes.iter().cloned());
-        if row.family == Family::BertSeqCls {
-            let classes = first.output_shape.last().copied().unwrap_or(0);
-            let map = labels::find(row.label_map.as_ref(), model_path)?;
-            if let Some(note) = labels::check(row.task, classes, map.as_ref())? {
-                eprintln!("row {}: {note}", row.id);
-                notes.push(note);
-            }
-        }
-        for line in log {
-            eprintln!("row {}: {line}", row.id);
-        }
         let cache = self
             .cache_dir
             .as_deref()
             .map(|d| GraphCache::new(d, model_files, logit_width))
             .transpose()?;
         let frac_bits = row.frac_bits(global);
+        // Memory: the SUF graphs are parsed first and the float graph last, so the model
+        // goes as soon as tract has parsed it (unless the bitwidth search recompiles it), each
+        // rewritten model as soon as its parse exists, and no plan is built while the model
+        // is still held.
         let mut suf_plans = Vec::new();
         let mut compile_times = BTreeMap::new();
         for level in &self.opts.emulation {
@@ -675,9 +664,28 @@ impl RowContext<'_> {
                 GraphPlans::new(level.as_str(), self.device, parsed, batch, &lengths),
             ));
         }
-        // The bitwidth search recompiles the graph for every trial; otherwise its memory
-        // (gigabytes for the large decoders) goes before the evaluation.
+        // In place, not `suf::normalized` (a copy of every weight): the SUF pass, the
+        // bitwidth search's too, normalizes its input the same way first.
+        let mut proto = proto;
+        if let Some(g) = proto.graph.as_mut() {
+            suf_compiler::normalize::normalize(g);
+        }
+        let parsed = Parsed::new(&framework, &proto, dir).context("float graph")?;
         let proto = self.opts.find_min_bits.map(|_| proto);
+        let mut float = GraphPlans::new("float", self.device, parsed, batch, &lengths);
+        let first = float.engine(lengths[0]).context("float graph")?;
+        notes.extend(first.notes.iter().cloned());
+        if row.family == Family::BertSeqCls {
+            let classes = first.output_shape.last().copied().unwrap_or(0);
+            let map = labels::find(row.label_map.as_ref(), model_path)?;
+            if let Some(note) = labels::check(row.task, classes, map.as_ref())? {
+                eprintln!("row {}: {note}", row.id);
+                notes.push(note);
+            }
+        }
+        for line in log {
+            eprintln!("row {}: {line}", row.id);
+        }
         let progress = ProgressBar::new(inputs.len() as u64);
         progress.set_style(
             ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
