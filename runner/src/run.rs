@@ -639,10 +639,10 @@ impl RowContext<'_> {
             .map(|d| GraphCache::new(d, model_files, logit_width))
             .transpose()?;
         let frac_bits = row.frac_bits(global);
-        // Memory: the SUF graphs are parsed first and the float graph last, so the model
-        // goes as soon as tract has parsed it (unless the bitwidth search recompiles it), each
-        // rewritten model as soon as its parse exists, and no plan is built while the model
-        // is still held.
+        // Memory: the SUF graphs are parsed first and the float graph last, so each rewritten
+        // model goes as soon as its parse exists and the model itself as soon as the float
+        // graph is parsed (the bitwidth search keeps it: it recompiles per trial). The price:
+        // the float plan's checks (label order) come after the SUF pass.
         let mut suf_plans = Vec::new();
         let mut compile_times = BTreeMap::new();
         for level in &self.opts.emulation {
